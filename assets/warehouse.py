@@ -1,0 +1,28 @@
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from pipelines.resources import WearhouseLake
+from pipelines.warehouse.build import MODELS, build_warehouse, export_gold
+
+WAREHOUSE_SPECS = [
+    dg.AssetSpec(
+        model,
+        group_name="warehouse",
+        deps=["silver_activities", "silver_quarantine"],
+        description=f"DuckDB table `{model}` (sql/{model}.sql), also gold Parquet.",
+        kinds={"duckdb", "parquet"},
+    )
+    for model in MODELS
+]
+
+
+@dg.multi_asset(specs=WAREHOUSE_SPECS, can_subset=False)
+def warehouse_tables(lake: WearhouseLake, duckdb: DuckDBResource):
+    with duckdb.get_connection() as con:
+        rows = build_warehouse(con, lake.layout)
+        for model in MODELS:
+            path = export_gold(con, lake.layout, model)
+            yield dg.MaterializeResult(
+                asset_key=model,
+                metadata={"rows": rows[model], "gold_parquet": dg.MetadataValue.path(str(path))},
+            )

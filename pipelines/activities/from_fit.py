@@ -1,0 +1,203 @@
+"""FIT bronze → the silver activity model.
+
+A file can hold several sessions (multisport, chained files); records, laps and timer events
+are assigned to the session whose time span contains them. A damaged file without session
+messages still yields one session spanning its records.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pipelines.activities.model import (
+    BOUND_SCHEMA,
+    SAMPLE_SCHEMA,
+    SESSION_SCHEMA,
+    conform,
+    session_id_expr,
+)
+
+
+def _epoch_s(column: str) -> pl.Expr:
+    return pl.col(column).dt.epoch("ms") / 1000.0
+
+
+def _session_spans(files: pl.LazyFrame, sessions: pl.LazyFrame, records: pl.LazyFrame):
+    """One row per session with start/end epoch seconds; synthesized where none decoded."""
+    declared = sessions.with_columns(
+        _epoch_s("start_time_utc").alias("start_s"),
+        pl.coalesce(
+            _epoch_s("start_time_utc") + pl.col("total_elapsed_time_s"), _epoch_s("end_time_utc")
+        ).alias("end_s"),
+        pl.lit(None, pl.String).alias("synthesized"),
+    ).filter(pl.col("start_s").is_not_null())
+    with_sessions = declared.select("source_sha256").unique()
+    synthesized = (
+        records.join(with_sessions, on="source_sha256", how="anti")
+        .group_by("source_sha256", "user_id")
+        .agg(
+            _epoch_s("time_utc").min().alias("start_s"),
+            _epoch_s("time_utc").max().alias("end_s"),
+            pl.len().alias("n"),
+        )
+        .filter(pl.col("n") > 1)
+        .with_columns(
+            pl.lit(0, pl.Int64).alias("session_index"),
+            pl.from_epoch((pl.col("start_s") * 1000).cast(pl.Int64), time_unit="ms")
+            .dt.replace_time_zone("UTC")
+            .alias("start_time_utc"),
+            (pl.col("end_s") - pl.col("start_s")).alias("total_elapsed_time_s"),
+            pl.lit("no session message; spans the records").alias("synthesized"),
+        )
+        .drop("n")
+    )
+    spans = pl.concat([declared, synthesized], how="diagonal_relaxed")
+    return spans.join(
+        files.select(
+            "source_sha256", "manufacturer", "product", "utc_offset_s", "integrity", "time_base"
+        ),
+        on="source_sha256",
+        how="left",
+    ).with_columns(
+        session_id_expr(
+            pl.concat_str(
+                "user_id",
+                pl.lit("|fit:"),
+                pl.col("start_s").round(3).cast(pl.String),
+                pl.lit(":"),
+                pl.col("session_index").cast(pl.String),
+            )
+        ).alias("session_id")
+    )
+
+
+def _assign(rows: pl.LazyFrame, spans: pl.LazyFrame, time_column: str) -> pl.LazyFrame:
+    """Attach each row to the session of its file whose span contains it."""
+    keyed = spans.select("source_sha256", "session_id", "start_s", "end_s").sort("start_s")
+    return (
+        rows.with_columns(_epoch_s(time_column).alias("t_s"))
+        .filter(pl.col("t_s").is_not_null())
+        .sort("t_s")
+        .join_asof(
+            keyed,
+            left_on="t_s",
+            right_on="start_s",
+            by="source_sha256",
+            strategy="backward",
+            check_sortedness=False,
+        )
+        .filter(pl.col("session_id").is_not_null() & (pl.col("t_s") <= pl.col("end_s") + 1.0))
+    )
+
+
+def timer_from_events(samples: pl.LazyFrame, events: pl.LazyFrame) -> pl.LazyFrame:
+    """Cumulative timer time at each sample from timer start/stop events (vectorized).
+
+    Sessions without timer events get clock time since their start: the device did not say
+    when it paused, so nothing is subtracted."""
+    timer_events = (
+        events.filter(pl.col("event") == "timer")
+        .select(
+            "session_id",
+            "t_s",
+            pl.col("event_type").is_in(["start"]).alias("running"),
+        )
+        .sort("session_id", "t_s")
+        .with_columns(
+            (pl.col("t_s").shift(-1).over("session_id") - pl.col("t_s")).alias("span"),
+        )
+        .with_columns(
+            (pl.when(pl.col("running")).then(pl.col("span")).otherwise(0.0))
+            .cum_sum()
+            .shift(1, fill_value=0.0)
+            .over("session_id")
+            .alias("timer_at_event"),
+        )
+        .select("session_id", pl.col("t_s").alias("event_t"), "running", "timer_at_event")
+        .sort("event_t")
+    )
+    joined = samples.sort("t_s").join_asof(
+        timer_events,
+        left_on="t_s",
+        right_on="event_t",
+        by="session_id",
+        strategy="backward",
+        check_sortedness=False,
+    )
+    since_start = pl.col("t_s") - pl.col("t_s").min().over("session_id")
+    from_events = pl.col("timer_at_event") + pl.when(pl.col("running")).then(
+        pl.col("t_s") - pl.col("event_t")
+    ).otherwise(0.0)
+    return joined.with_columns(pl.coalesce(from_events, since_start).alias("timer_s")).drop(
+        "event_t", "running", "timer_at_event"
+    )
+
+
+def fit_activity_model(
+    files: pl.LazyFrame,
+    sessions: pl.LazyFrame,
+    laps: pl.LazyFrame,
+    records: pl.LazyFrame,
+    events: pl.LazyFrame,
+) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
+    """Return (sessions, samples, bounds) in the silver model."""
+    spans = _session_spans(files, sessions, records)
+    samples = _assign(records, spans, "time_utc").select(
+        "session_id",
+        "t_s",
+        "distance_m",
+        "elevation_m",
+        "hr_bpm",
+        "speed_mps",
+        "cadence",
+        "power_w",
+        "lat_deg",
+        "lon_deg",
+    )
+    session_events = _assign(events, spans, "time_utc").select(
+        "session_id", "t_s", "event", "event_type"
+    )
+    samples = timer_from_events(samples, session_events)
+
+    lap_rows = _assign(laps, spans, "start_time_utc")
+    bounds = lap_rows.sort("session_id", "t_s").with_columns(
+        pl.lit("lap").alias("kind"),
+        pl.int_range(pl.len()).over("session_id").cast(pl.Int64).alias("interval_index"),
+        pl.col("t_s").alias("start_s"),
+        pl.coalesce(pl.col("t_s") + pl.col("total_elapsed_time_s"), _epoch_s("end_time_utc")).alias(
+            "end_s"
+        ),
+        pl.col("total_distance_m").alias("device_distance_m"),
+        pl.col("total_timer_time_s").alias("device_timer_s"),
+        pl.col("total_elapsed_time_s").alias("device_elapsed_s"),
+    )
+
+    model_sessions = spans.select(
+        "session_id",
+        "user_id",
+        pl.lit("fit").alias("source"),
+        "source_sha256",
+        "sport",
+        "sub_sport",
+        "start_time_utc",
+        (
+            pl.col("start_time_utc").dt.replace_time_zone(None)
+            + pl.duration(seconds=pl.col("utc_offset_s"))
+        ).alias("start_time_local"),
+        "utc_offset_s",
+        pl.col("total_elapsed_time_s").alias("elapsed_s"),
+        pl.col("total_timer_time_s").alias("timer_s"),
+        pl.col("total_distance_m").alias("distance_m"),
+        pl.col("avg_hr_bpm").alias("avg_hr"),
+        pl.col("max_hr_bpm").alias("max_hr"),
+        pl.concat_str("manufacturer", pl.lit(" "), "product", ignore_nulls=True).alias("device"),
+        pl.when(pl.col("synthesized").is_not_null())
+        .then(pl.concat_str("integrity", pl.lit(";no_session_message")))
+        .otherwise("integrity")
+        .alias("integrity"),
+    )
+    return (
+        conform(model_sessions, SESSION_SCHEMA),
+        conform(samples, SAMPLE_SCHEMA),
+        conform(bounds, BOUND_SCHEMA),
+    )

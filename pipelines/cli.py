@@ -1,0 +1,144 @@
+"""`wearhouse`: run the asset graph in-process, or set up and run the bundled demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from pipelines.settings import Settings
+
+EXAMPLE_QUERY = (
+    "SELECT s.sport, s.start_time_local, i.interval_index, round(i.distance_m, 1) AS m, "
+    "round(i.avg_pace_s_per_km) AS pace_s_km FROM intervals i JOIN sessions s USING "
+    "(session_id) ORDER BY s.start_time_utc, i.interval_index LIMIT 10"
+)
+
+
+def _add_location_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--home",
+        help="folder holding landing/, lake/, warehouse.duckdb "
+        "(env WEARHOUSE_HOME; default ./wearhouse-home)",
+    )
+    parser.add_argument("--landing", help="landing folder (env WEARHOUSE_LANDING)")
+    parser.add_argument("--lake", help="Parquet lake folder (env WEARHOUSE_LAKE)")
+    parser.add_argument("--duckdb", help="warehouse file (env WEARHOUSE_DUCKDB)")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.resolve(args.home, args.landing, args.lake, args.duckdb)
+    settings.ensure_dirs()
+    # Same values for anything that resolves settings again (sensors, nested code).
+    os.environ.update(settings.as_environ())
+    return settings
+
+
+@contextmanager
+def _instance():
+    """The persistent instance when DAGSTER_HOME is set (runs show in the UI), else ephemeral."""
+    if os.environ.get("DAGSTER_HOME"):
+        with dg.DagsterInstance.get() as instance:
+            yield instance
+    else:
+        with dg.DagsterInstance.ephemeral() as instance:
+            yield instance
+
+
+def run_pipeline(settings: Settings, out=sys.stdout, log_level: str = "WARNING") -> bool:
+    """Materialize every asset through the code location's definitions; print a summary."""
+    from pipelines.definitions import build_definitions
+
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def("wearhouse_job")
+    with _instance() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        )
+    if not result.success:
+        for event in result.all_events:
+            if event.is_failure and event.step_key:
+                print(f"FAILED {event.step_key}: {event.message}", file=sys.stderr)
+        return False
+    checks = result.get_asset_check_evaluations()
+    print_summary(settings, checks, out)
+    return True
+
+
+def print_summary(settings: Settings, checks, out=sys.stdout) -> None:
+    with duckdb.connect(str(settings.duckdb), read_only=True) as con:
+        tables = con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+            "ORDER BY table_name"
+        ).fetchall()
+        print(f"wearhouse: warehouse at {settings.duckdb}", file=out)
+        print(f"  lake at {settings.lake}; landing at {settings.landing}", file=out)
+        print("  rows per table:", file=out)
+        for (table,) in tables:
+            (rows,) = con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0]
+            print(f"    {table:<12} {rows:>9,}", file=out)
+        quarantined = con.execute(
+            "SELECT input_path, stage, item_index, reason FROM quarantine ORDER BY input_path"
+        ).fetchall()
+    if quarantined:
+        print(f"  quarantined ({len(quarantined)}):", file=out)
+        for path, stage, item, reason in quarantined:
+            where = path if item is None else f"{path} item {item}"
+            print(f"    {where} [{stage}]: {reason}", file=out)
+    else:
+        print("  quarantined: none", file=out)
+    failed = [c for c in checks if not c.passed]
+    print(f"  asset checks: {len(checks) - len(failed)}/{len(checks)} passed", file=out)
+    for check in failed:
+        print(
+            f"    {check.asset_key.to_user_string()}.{check.check_name}: "
+            f"{check.severity.value} {dict(check.metadata)}",
+            file=out,
+        )
+    print("  try:", file=out)
+    print(f'    duckdb {settings.duckdb} "{EXAMPLE_QUERY}"', file=out)
+
+
+def copy_sample_data(landing: Path) -> int:
+    """Copy the bundled sample landing files (never overwriting what is there)."""
+    source = resources.files("pipelines") / "sample_data" / "landing"
+    copied = 0
+    with resources.as_file(source) as folder:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file() and path.name != "README.md":
+                target = landing / path.relative_to(folder)
+                if not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, target)
+                    copied += 1
+    return copied
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wearhouse", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="materialize everything for what is in landing")
+    _add_location_options(run)
+    demo = commands.add_parser("demo", help="copy the bundled sample data to landing and run")
+    _add_location_options(demo)
+    args = parser.parse_args(argv)
+
+    settings = _settings(args)
+    if args.command == "demo":
+        copied = copy_sample_data(settings.landing)
+        print(f"wearhouse demo: {copied} sample files copied into {settings.landing}")
+    ok = run_pipeline(settings)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""FIT files (any device) decoded into bronze rows (no Dagster)."""

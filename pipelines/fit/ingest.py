@@ -1,0 +1,59 @@
+"""FIT files in the ledger → bronze Parquet parts per file and message type + quarantine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from pipelines.fit.decode import FitUnusable, decode_fit
+from pipelines.lake.layout import LakeLayout
+from pipelines.lake.quarantine import QuarantineBatch
+from pipelines.lake.stage import mark_processed, pending_files, with_lineage, write_bronze
+
+STAGE = "fit"
+TABLES = ("fit_files", "fit_sessions", "fit_laps", "fit_records", "fit_events")
+
+
+@dataclass
+class FitIngestReport:
+    files: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    quarantined_files: int = 0
+    damaged_files: int = 0  # decoded in part (CRC mismatch, truncated, …)
+
+
+def ingest_fit_files(landing: Path, layout: LakeLayout) -> FitIngestReport:
+    report = FitIngestReport()
+    for file_row in pending_files(layout, "fit", STAGE).iter_rows(named=True):
+        report.files += 1
+        quarantine = QuarantineBatch(file_row["path"], file_row["sha256"], STAGE)
+        if file_row["problem"]:
+            outcome = file_row["problem"]
+            decoded = None
+        else:
+            try:
+                decoded = decode_fit((landing / file_row["path"]).read_bytes())
+                outcome = None
+            except FitUnusable as exc:
+                decoded, outcome = None, str(exc)
+        if decoded is None:
+            quarantine.add(outcome or "unusable")
+            quarantine.write(layout)
+            for table in TABLES:
+                write_bronze(layout, table, file_row["sha256"], pl.DataFrame())
+            mark_processed(layout, STAGE, file_row, "quarantined", 0)
+            report.quarantined_files += 1
+            continue
+        total = 0
+        for table, frame in decoded.tables.items():
+            frame = frame.with_columns(pl.lit(file_row["user_id"], pl.String()).alias("user_id"))
+            write_bronze(layout, table, file_row["sha256"], with_lineage(frame, file_row))
+            report.rows[table] = report.rows.get(table, 0) + frame.height
+            total += frame.height
+        quarantine.write(layout)  # clears a stale record if the file once failed
+        if decoded.integrity != "ok":
+            report.damaged_files += 1
+        mark_processed(layout, STAGE, file_row, "ingested", total)
+    return report

@@ -1,0 +1,63 @@
+"""Push bodies in the ledger → bronze Parquet parts (one per body and table) + quarantine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from pipelines.garmin.push import BRONZE_TABLES, PayloadError, parse_push
+from pipelines.lake.layout import LakeLayout
+from pipelines.lake.quarantine import QuarantineBatch
+from pipelines.lake.stage import mark_processed, pending_files, with_lineage, write_bronze
+
+STAGE = "garmin_push"
+# Bodies fetched for pings land in garmin/fetched and are parsed exactly like pushes.
+KINDS = ("garmin_push", "garmin_fetched")
+
+
+@dataclass
+class IngestReport:
+    files: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    quarantined_files: int = 0
+    quarantined_items: int = 0
+    unmodelled_types: set[str] = field(default_factory=set)
+
+
+def ingest_push_files(landing: Path, layout: LakeLayout) -> IngestReport:
+    report = IngestReport()
+    for kind in KINDS:
+        for file_row in pending_files(layout, kind, STAGE).iter_rows(named=True):
+            report.files += 1
+            _ingest_one(landing, layout, file_row, report)
+    return report
+
+
+def _ingest_one(landing: Path, layout: LakeLayout, file_row: dict, report: IngestReport) -> None:
+    quarantine = QuarantineBatch(file_row["path"], file_row["sha256"], STAGE)
+    raw = (landing / file_row["path"]).read_bytes()
+    try:
+        parsed = parse_push(raw)
+    except PayloadError as exc:
+        quarantine.add(str(exc))
+        quarantine.write(layout)
+        for table in BRONZE_TABLES:  # a re-processed body must not leave older parts behind
+            write_bronze(layout, table, file_row["sha256"], pl.DataFrame())
+        mark_processed(layout, STAGE, file_row, "quarantined", 0)
+        report.quarantined_files += 1
+        return
+    total = 0
+    for table, frame in parsed.tables().items():
+        write_bronze(layout, table, file_row["sha256"], with_lineage(frame, file_row))
+        report.rows[table] = report.rows.get(table, 0) + frame.height
+        total += frame.height
+    for index, reason in parsed.refusals:
+        quarantine.add(reason, index)
+    quarantine.write(layout)
+    report.quarantined_items += len(parsed.refusals)
+    other = parsed.tables()["garmin_other_summaries"]
+    report.unmodelled_types.update(other.get_column("summary_type").unique().to_list())
+    status = "partial" if parsed.refusals else "ingested"
+    mark_processed(layout, STAGE, file_row, status, total)

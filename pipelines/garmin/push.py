@@ -1,0 +1,334 @@
+"""Push bodies: ``{"<summaryType>": [item, …]}`` into bronze rows, one table per shape.
+
+Bad items are refused one by one (with the reason) so the good items of the same body land.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from pipelines.garmin.fields import (
+    FieldError,
+    coerce,
+    local_from_epoch,
+    polars_dtype,
+    utc_from_epoch,
+    utc_offset_s,
+)
+
+
+class PayloadError(ValueError):
+    """The whole body is unusable (not JSON, not an envelope)."""
+
+
+# (Garmin key, column, kind) for an activity summary, as in `activities` items and the
+# `summary` of `activityDetails` items. Units are in the column names.
+ACTIVITY_FIELDS: list[tuple[str, str, str]] = [
+    ("activityName", "activity_name", "str"),
+    ("activityType", "activity_type", "str"),
+    ("startTimeInSeconds", "start_epoch_s", "int"),
+    ("durationInSeconds", "duration_s", "int"),
+    ("distanceInMeters", "distance_m", "float"),
+    ("averageHeartRateInBeatsPerMinute", "avg_hr_bpm", "int"),
+    ("maxHeartRateInBeatsPerMinute", "max_hr_bpm", "int"),
+    ("averageSpeedInMetersPerSecond", "avg_speed_mps", "float"),
+    ("maxSpeedInMetersPerSecond", "max_speed_mps", "float"),
+    ("averageRunCadenceInStepsPerMinute", "avg_run_cadence_spm", "float"),
+    ("averageBikeCadenceInRoundsPerMinute", "avg_bike_cadence_rpm", "float"),
+    ("averagePowerInWatts", "avg_power_w", "float"),
+    ("activeKilocalories", "active_kcal", "float"),
+    ("steps", "steps", "int"),
+    ("totalElevationGainInMeters", "elevation_gain_m", "float"),
+    ("totalElevationLossInMeters", "elevation_loss_m", "float"),
+    ("startingLatitudeInDegree", "start_lat_deg", "float"),
+    ("startingLongitudeInDegree", "start_lon_deg", "float"),
+    ("deviceName", "device_name", "str"),
+    ("manual", "manual", "bool"),
+    ("isWebUpload", "is_web_upload", "bool"),
+    ("isParent", "is_parent", "bool"),
+    ("parentSummaryId", "parent_summary_id", "str"),
+]
+
+# Sample keys of `activityDetails`; a value holds until the next sample.
+SAMPLE_FIELDS: list[tuple[str, str, str]] = [
+    ("startTimeInSeconds", "start_epoch_s", "int"),
+    ("totalDistanceInMeters", "distance_m", "float"),
+    ("speedMetersPerSecond", "speed_mps", "float"),
+    ("heartRate", "hr_bpm", "float"),
+    ("timerDurationInSeconds", "timer_s", "float"),
+    ("clockDurationInSeconds", "clock_s", "float"),
+    ("movingDurationInSeconds", "moving_s", "float"),
+    ("latitudeInDegree", "lat_deg", "float"),
+    ("longitudeInDegree", "lon_deg", "float"),
+    ("elevationInMeters", "elevation_m", "float"),
+    ("stepsPerMinute", "cadence_spm", "float"),
+    ("bikeCadenceInRPM", "cadence_rpm", "float"),
+    ("swimCadenceInStrokesPerMinute", "swim_cadence_spm", "float"),
+    ("wheelChairCadenceInPushesPerMinute", "wheelchair_cadence_ppm", "float"),
+    ("powerInWatts", "power_w", "float"),
+    ("airTemperatureCelcius", "air_temperature_c", "float"),  # sic: Garmin's spelling
+]
+
+ITEM_KEYS: dict[str, pl.DataType] = {
+    "summary_type": pl.String(),
+    "item_index": pl.Int64(),
+    "user_id": pl.String(),
+    "summary_id": pl.String(),
+}
+
+_TIME_COLUMNS: dict[str, pl.DataType] = {
+    "start_time_utc": pl.Datetime("us", "UTC"),
+    "start_time_local": pl.Datetime("us"),
+    "utc_offset_s": pl.Int64(),
+}
+
+ACTIVITY_SCHEMA: dict[str, pl.DataType] = {
+    **ITEM_KEYS,
+    "activity_id": pl.Int64(),
+    **_TIME_COLUMNS,
+    **{column: polars_dtype(kind) for _, column, kind in ACTIVITY_FIELDS},
+    "raw_json": pl.String(),
+}
+
+DETAIL_SCHEMA: dict[str, pl.DataType] = {
+    **ACTIVITY_SCHEMA,
+    "n_samples": pl.Int64(),
+    "n_laps": pl.Int64(),
+}
+
+SAMPLE_SCHEMA: dict[str, pl.DataType] = {
+    "summary_id": pl.String(),
+    "user_id": pl.String(),
+    "activity_id": pl.Int64(),
+    "sample_index": pl.Int64(),
+    "time_utc": pl.Datetime("us", "UTC"),
+    **{column: polars_dtype(kind) for _, column, kind in SAMPLE_FIELDS},
+    "extra_json": pl.String(),  # sample keys not modelled yet, kept verbatim
+}
+
+LAP_SCHEMA: dict[str, pl.DataType] = {
+    "summary_id": pl.String(),
+    "user_id": pl.String(),
+    "activity_id": pl.Int64(),
+    "lap_index": pl.Int64(),
+    "start_epoch_s": pl.Int64(),
+    "start_time_utc": pl.Datetime("us", "UTC"),
+}
+
+OTHER_SCHEMA: dict[str, pl.DataType] = {
+    **ITEM_KEYS,
+    **_TIME_COLUMNS,
+    "raw_json": pl.String(),
+}
+
+# Bronze table per push key handled here; every other key lands in `garmin_other_summaries`.
+BRONZE_TABLES: dict[str, dict[str, pl.DataType]] = {
+    "garmin_activities": ACTIVITY_SCHEMA,
+    "garmin_activity_details": DETAIL_SCHEMA,
+    "garmin_activity_samples": SAMPLE_SCHEMA,
+    "garmin_activity_laps": LAP_SCHEMA,
+    "garmin_other_summaries": OTHER_SCHEMA,
+}
+
+
+@dataclass
+class ParsedPush:
+    rows: dict[str, list[pl.DataFrame]] = field(default_factory=dict)
+    refusals: list[tuple[int | None, str]] = field(default_factory=list)
+    item_counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, table: str, frame: pl.DataFrame) -> None:
+        self.rows.setdefault(table, []).append(frame)
+
+    def tables(self) -> dict[str, pl.DataFrame]:
+        """Every bronze table, empty ones included, with its exact schema."""
+        out = {}
+        for table, schema in BRONZE_TABLES.items():
+            frames = self.rows.get(table, [])
+            out[table] = (
+                pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=schema)
+            )
+        return out
+
+
+def load_envelope(raw: bytes) -> dict[str, list[Any]]:
+    """Decode a push body; raise PayloadError saying what is wrong with it."""
+    if not raw.strip():
+        raise PayloadError("empty body")
+    try:
+        body = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
+    except json.JSONDecodeError as exc:
+        raise PayloadError(
+            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+    if not isinstance(body, dict):
+        raise PayloadError(
+            f"expected an object keyed by summary type, got a JSON {type(body).__name__}"
+        )
+    if not body:
+        raise PayloadError("empty envelope: no summary type key")
+    bad = [key for key, value in body.items() if not isinstance(value, list)]
+    if bad:
+        raise PayloadError(
+            f"not a push envelope: value of {bad[0]!r} is a {type(body[bad[0]]).__name__}, "
+            "expected a list of summaries"
+        )
+    return body
+
+
+def _item_keys(summary_type: str, index: int, item: dict[str, Any]) -> dict[str, Any]:
+    user_id = coerce(item, "userId", "str")
+    if not user_id:
+        raise FieldError("missing userId")
+    return {
+        "summary_type": summary_type,
+        "item_index": index,
+        "user_id": user_id,
+        "summary_id": coerce(item, "summaryId", "str"),
+    }
+
+
+def _time_columns(item: dict[str, Any]) -> dict[str, Any]:
+    start = coerce(item, "startTimeInSeconds", "int")
+    offset = utc_offset_s(item)
+    return {
+        "start_time_utc": utc_from_epoch(start),
+        "start_time_local": local_from_epoch(start, offset),
+        "utc_offset_s": offset,
+    }
+
+
+def activity_row(summary_type: str, index: int, item: dict, summary: dict) -> dict[str, Any]:
+    """One activity summary row; ``summary`` is the item itself or its nested ``summary``."""
+    row = _item_keys(summary_type, index, item)
+    activity_id = coerce(item, "activityId", "int")
+    if activity_id is None:
+        activity_id = coerce(summary, "activityId", "int")
+    row["activity_id"] = activity_id
+    row.update(_time_columns(summary))
+    for key, column, kind in ACTIVITY_FIELDS:
+        row[column] = coerce(summary, key, kind)
+    return row
+
+
+def sample_frame(samples: list[Any], keys: dict[str, Any]) -> pl.DataFrame:
+    """All samples of one activityDetails item as typed columns, in whole-column operations."""
+    if not all(isinstance(s, dict) for s in samples):
+        raise FieldError("samples must be a list of objects")
+    if not samples:
+        return pl.DataFrame(schema=SAMPLE_SCHEMA)
+    try:
+        raw = pl.DataFrame(samples, infer_schema_length=None)
+    except (TypeError, ValueError, pl.exceptions.PolarsError) as exc:
+        raise FieldError(f"samples have inconsistent types: {exc}") from exc
+    known = {key for key, _, _ in SAMPLE_FIELDS}
+    extra = [c for c in raw.columns if c not in known]
+    columns = []
+    for key, column, kind in SAMPLE_FIELDS:
+        dtype = polars_dtype(kind)
+        if key in raw.columns:
+            source = raw.get_column(key)
+            if source.dtype == pl.String() or source.dtype == pl.Boolean():
+                raise FieldError(f"sample field {key!r}: expected {kind}, got {source.dtype}")
+            columns.append(source.cast(dtype, strict=True).alias(column))
+        else:
+            columns.append(pl.Series(column, [None] * raw.height, dtype=dtype))
+    frame = pl.DataFrame(columns)
+    if frame.get_column("start_epoch_s").null_count():
+        raise FieldError("a sample has no startTimeInSeconds")
+    extra_json = (
+        raw.select(pl.struct(extra).struct.json_encode()).to_series()
+        if extra
+        else pl.Series([None] * raw.height, dtype=pl.String())
+    )
+    return frame.with_columns(
+        pl.lit(keys["summary_id"], pl.String()).alias("summary_id"),
+        pl.lit(keys["user_id"], pl.String()).alias("user_id"),
+        pl.lit(keys["activity_id"], pl.Int64()).alias("activity_id"),
+        pl.int_range(pl.len(), dtype=pl.Int64()).alias("sample_index"),
+        pl.from_epoch("start_epoch_s", time_unit="s")
+        .dt.replace_time_zone("UTC")
+        .cast(pl.Datetime("us", "UTC"))
+        .alias("time_utc"),
+        extra_json.alias("extra_json"),
+    ).select(list(SAMPLE_SCHEMA))
+
+
+def lap_frame(laps: list[Any], keys: dict[str, Any]) -> pl.DataFrame:
+    starts = []
+    for lap in laps:
+        if not isinstance(lap, dict):
+            raise FieldError("laps must be a list of objects")
+        start = coerce(lap, "startTimeInSeconds", "int")
+        if start is None:
+            raise FieldError("a lap has no startTimeInSeconds")
+        starts.append(start)
+    return pl.DataFrame(
+        {
+            "summary_id": [keys["summary_id"]] * len(starts),
+            "user_id": [keys["user_id"]] * len(starts),
+            "activity_id": [keys["activity_id"]] * len(starts),
+            "lap_index": list(range(len(starts))),
+            "start_epoch_s": starts,
+            "start_time_utc": [utc_from_epoch(s) for s in starts],
+        },
+        schema=LAP_SCHEMA,
+    )
+
+
+def _without(item: dict[str, Any], *keys: str) -> str:
+    return json.dumps({k: v for k, v in item.items() if k not in keys}, separators=(",", ":"))
+
+
+def _parse_item(summary_type: str, index: int, item: Any, out: ParsedPush) -> None:
+    if not isinstance(item, dict):
+        raise FieldError(f"item is a {type(item).__name__}, expected an object")
+    if summary_type in ("activities", "manuallyUpdatedActivities"):
+        row = activity_row(summary_type, index, item, item)
+        row["raw_json"] = _without(item)
+        out.add("garmin_activities", pl.DataFrame([row], schema=ACTIVITY_SCHEMA))
+    elif summary_type == "activityDetails" and "callbackURL" not in item:
+        summary = item.get("summary") or {}
+        if not isinstance(summary, dict):
+            raise FieldError("summary is not an object")
+        samples = item.get("samples") or []
+        laps = item.get("laps") or []
+        if not isinstance(samples, list) or not isinstance(laps, list):
+            raise FieldError("samples and laps must be lists")
+        row = activity_row(summary_type, index, item, summary)
+        keys = {k: row[k] for k in ("summary_id", "user_id", "activity_id")}
+        samples_df = sample_frame(samples, keys)
+        laps_df = lap_frame(laps, keys)
+        row.update(
+            raw_json=_without(item, "samples", "laps"), n_samples=len(samples), n_laps=len(laps)
+        )
+        out.add("garmin_activity_details", pl.DataFrame([row], schema=DETAIL_SCHEMA))
+        out.add("garmin_activity_samples", samples_df)
+        out.add("garmin_activity_laps", laps_df)
+    else:
+        row = _item_keys(summary_type, index, item)
+        row.update(_time_columns(item))
+        row["raw_json"] = _without(item)
+        out.add("garmin_other_summaries", pl.DataFrame([row], schema=OTHER_SCHEMA))
+
+
+def parse_push(raw: bytes) -> ParsedPush:
+    """Parse one push body. Raises PayloadError only when nothing in it is usable."""
+    body = load_envelope(raw)
+    out = ParsedPush()
+    index = 0
+    for summary_type, items in body.items():
+        out.item_counts[summary_type] = len(items)
+        for item in items:
+            try:
+                _parse_item(summary_type, index, item, out)
+            except FieldError as exc:
+                out.refusals.append((index, f"{summary_type}[{index}]: {exc}"))
+            index += 1
+    return out

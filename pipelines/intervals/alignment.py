@@ -1,0 +1,303 @@
+"""Interval alignment: cumulative values interpolated at boundary instants, whole columns at once.
+
+Samples (one stream per session, smart-recorded: irregular gaps) come in as
+``session_id, t_s`` (epoch seconds, float) plus any of ``distance_m`` (cumulative),
+``timer_s`` (cumulative, stops in pauses), ``elevation_m``, ``hr_bpm``, ``speed_mps``,
+``cadence``, ``power_w``. Intervals come in as ``session_id, kind, interval_index, start_s,
+end_s``. Every function works on all sessions together: no Python loop per session, lap or
+sample.
+
+Semantics (DESIGN.md, "The interval problem"):
+- cumulative columns (distance, timer, elevation) are interpolated linearly in time between
+  the last valid sample at or before the instant and the first valid one at or after it;
+- instantaneous columns (heart rate, speed, cadence, power) hold their value until the next
+  sample, so averages are time-weighted over the exact interval;
+- an instant before the first or after the last sample takes the edge value and is flagged
+  ``*_out_of_range``: nothing is extrapolated.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+CUMULATIVE = ("distance_m", "timer_s", "elevation_m")
+HELD = ("hr_bpm", "speed_mps", "cadence", "power_w")
+SAMPLE_COLUMNS = ("session_id", "t_s", *CUMULATIVE, *HELD)
+
+# A distance drop larger than this is a device reset, not GPS noise.
+RESET_TOLERANCE_M = 1.0
+
+INTERVAL_COLUMNS = [
+    "session_id",
+    "kind",
+    "interval_index",
+    "start_s",
+    "end_s",
+    "elapsed_s",
+    "timer_s",
+    "distance_m",
+    "avg_speed_mps",
+    "avg_pace_s_per_km",
+    "avg_hr",
+    "max_hr",
+    "avg_cadence",
+    "avg_power_w",
+    "max_power_w",
+    "elevation_gain_m",
+    "elevation_loss_m",
+    "start_interpolated",
+    "end_interpolated",
+    "start_out_of_range",
+    "end_out_of_range",
+    "max_gap_s",
+    "gap_count",
+    "pause_count",
+    "paused_s",
+    "n_samples",
+]
+
+
+def _ensure_columns(samples: pl.LazyFrame) -> pl.LazyFrame:
+    present = samples.collect_schema().names()
+    missing = [pl.lit(None, pl.Float64).alias(c) for c in SAMPLE_COLUMNS if c not in present]
+    # Other columns (positions, …) ride along untouched.
+    return samples.with_columns(missing).with_columns(
+        [pl.col(c).cast(pl.Float64) for c in SAMPLE_COLUMNS[1:]]
+    )
+
+
+def clean_samples(samples: pl.LazyFrame) -> pl.LazyFrame:
+    """Sorted, de-duplicated samples with distance resets undone and indoor distance filled.
+
+    - out-of-order samples are sorted; several samples at one instant keep the last one;
+    - a cumulative distance that drops (device reset, new FIT section) is re-based so it keeps
+      rising;
+    - a session with no distance at all but speed gets distance by integrating the held speed.
+    """
+    by = "session_id"
+    ordered = (
+        _ensure_columns(samples)
+        .filter(pl.col("t_s").is_not_null())
+        .sort(by, "t_s", maintain_order=True)
+        .unique(subset=[by, "t_s"], keep="last", maintain_order=True)
+    )
+    drop = pl.col("distance_m") - pl.col("distance_m").forward_fill().shift(1).over(by)
+    rebased = pl.col("distance_m") + (
+        pl.when(drop < -RESET_TOLERANCE_M).then(-drop).otherwise(0.0).cum_sum().over(by)
+    )
+    integrated = (
+        (
+            (pl.col("speed_mps").shift(1).over(by).fill_null(0.0))
+            * (pl.col("t_s") - pl.col("t_s").shift(1).over(by)).fill_null(0.0)
+        )
+        .cum_sum()
+        .over(by)
+    )
+    has_distance = pl.col("distance_m").is_not_null().any().over(by)
+    has_speed = pl.col("speed_mps").is_not_null().any().over(by)
+    return ordered.with_columns(
+        pl.when(has_distance)
+        .then(rebased)
+        .when(has_speed)
+        .then(integrated)
+        .otherwise(None)
+        .alias("distance_m"),
+    )
+
+
+def _with_valid_neighbours(samples: pl.LazyFrame) -> pl.LazyFrame:
+    """For each cumulative column: the last valid (time, value) at or before each sample and the
+    first valid one at or after it, so gaps in one column (GPS loss) don't poison the others."""
+    by = "session_id"
+    exprs = []
+    for c in CUMULATIVE:
+        valid_t = pl.when(pl.col(c).is_not_null()).then(pl.col("t_s"))
+        exprs += [
+            valid_t.forward_fill().over(by).alias(f"{c}__lo_t"),
+            pl.col(c).forward_fill().over(by).alias(f"{c}__lo"),
+            valid_t.backward_fill().over(by).alias(f"{c}__hi_t"),
+            pl.col(c).backward_fill().over(by).alias(f"{c}__hi"),
+        ]
+    return samples.with_columns(exprs)
+
+
+def interpolate_at(samples: pl.LazyFrame, instants: pl.LazyFrame) -> pl.LazyFrame:
+    """Values of the sample stream at arbitrary instants (``session_id, t_s``; extra columns
+    ride along). Adds the CUMULATIVE and HELD columns plus ``interpolated`` (no sample exactly
+    there), ``out_of_range`` (before the first or after the last sample) and ``bracket_gap_s``
+    (time between the samples around the instant)."""
+    prepared = _with_valid_neighbours(samples).with_columns(pl.col("t_s").alias("sample_t"))
+    left = instants.sort("t_s")
+    prev = prepared.select(
+        "session_id",
+        "t_s",
+        pl.col("sample_t").alias("prev_t"),
+        *[pl.col(f"{c}__lo_t") for c in CUMULATIVE],
+        *[pl.col(f"{c}__lo") for c in CUMULATIVE],
+        *[pl.col(c).alias(f"{c}__held") for c in HELD],
+    ).sort("t_s")
+    nxt = prepared.select(
+        "session_id",
+        "t_s",
+        pl.col("sample_t").alias("next_t"),
+        *[pl.col(f"{c}__hi_t") for c in CUMULATIVE],
+        *[pl.col(f"{c}__hi") for c in CUMULATIVE],
+    ).sort("t_s")
+    joined = left.join_asof(
+        prev, on="t_s", by="session_id", strategy="backward", check_sortedness=False
+    ).join_asof(nxt, on="t_s", by="session_id", strategy="forward", check_sortedness=False)
+    t = pl.col("t_s")
+    values = []
+    for c in CUMULATIVE:
+        lo_t, lo, hi_t, hi = (pl.col(f"{c}__{x}") for x in ("lo_t", "lo", "hi_t", "hi"))
+        fraction = (t - lo_t) / (hi_t - lo_t)
+        values.append(
+            pl.when(lo.is_null())
+            .then(hi)
+            .when(hi.is_null() | (hi_t == lo_t))
+            .then(lo)
+            .otherwise(lo + (hi - lo) * fraction)
+            .alias(c)
+        )
+    values += [pl.col(f"{c}__held").alias(c) for c in HELD]
+    exact = (pl.col("prev_t") == t) | (pl.col("next_t") == t)
+    return joined.with_columns(
+        *values,
+        (~exact.fill_null(False)).alias("interpolated"),
+        (pl.col("prev_t").is_null() | pl.col("next_t").is_null()).alias("out_of_range"),
+        (pl.col("next_t") - pl.col("prev_t")).alias("bracket_gap_s"),
+    ).drop(
+        [f"{c}__{x}" for c in CUMULATIVE for x in ("lo_t", "lo", "hi_t", "hi")]
+        + [f"{c}__held" for c in HELD]
+    )
+
+
+def interval_metrics(
+    samples: pl.LazyFrame,
+    intervals: pl.LazyFrame,
+    gap_threshold_s: float = 10.0,
+    pause_threshold_s: float = 1.0,
+) -> pl.LazyFrame:
+    """Per interval: exact-boundary distance/timer/elapsed, time-weighted averages, quality.
+
+    ``samples`` should come from :func:`clean_samples`. Intervals of one ``kind`` must not
+    overlap within a session (laps, workout steps); different kinds may.
+    """
+    keys = ["session_id", "kind"]
+    spans = intervals.select(
+        "session_id",
+        "kind",
+        "interval_index",
+        pl.col("start_s").cast(pl.Float64),
+        pl.col("end_s").cast(pl.Float64),
+    )
+    points = pl.concat(
+        [
+            spans.select(*keys, pl.col("start_s").alias("t_s")),
+            spans.select(*keys, pl.col("end_s").alias("t_s")),
+        ]
+    ).unique()
+    at_bounds = interpolate_at(samples, points)
+
+    # The sample stream, split at every boundary: each segment [t, t_next) then lies inside one
+    # interval and carries the values that hold over it.
+    kinds = spans.select(keys).unique()
+    sample_rows = samples.join(kinds, on="session_id").with_columns(
+        pl.lit(False).alias("is_boundary"),
+        pl.lit(None, pl.Float64).alias("bracket_gap_s"),
+    )
+    boundary_rows = at_bounds.select(
+        *keys, "t_s", *CUMULATIVE, *HELD, pl.lit(True).alias("is_boundary"), "bracket_gap_s"
+    )
+    columns = [*keys, "t_s", *CUMULATIVE, *HELD, "is_boundary", "bracket_gap_s"]
+    stream = pl.concat([sample_rows.select(columns), boundary_rows.select(columns)]).sort(
+        [*keys, "t_s", "is_boundary"]
+    )
+    by = keys
+    real_t = pl.when(~pl.col("is_boundary")).then(pl.col("t_s"))
+    stream = stream.with_columns(
+        (pl.col("t_s").shift(-1).over(by) - pl.col("t_s")).alias("dt"),
+        (pl.col("timer_s").shift(-1).over(by) - pl.col("timer_s")).alias("dtimer"),
+        (pl.col("elevation_m").shift(-1).over(by) - pl.col("elevation_m")).alias("delev"),
+        real_t.shift(-1).backward_fill().over(by).alias("next_real_t"),
+    ).with_columns(
+        pl.when(pl.col("is_boundary"))
+        .then(pl.col("bracket_gap_s"))
+        .otherwise(pl.col("next_real_t") - pl.col("t_s"))
+        .alias("gap_s"),
+    )
+    assigned = (
+        stream.sort("t_s")
+        .join_asof(
+            spans.sort("start_s"),
+            left_on="t_s",
+            right_on="start_s",
+            by=keys,
+            strategy="backward",
+            check_sortedness=False,
+        )
+        .filter(pl.col("t_s") < pl.col("end_s"))
+    )
+
+    dt = pl.col("dt").fill_null(0.0)
+
+    def weighted(column: str) -> pl.Expr:
+        present = pl.col(column).is_not_null()
+        weight = pl.when(present).then(dt).otherwise(0.0).sum()
+        return pl.when(weight > 0).then((pl.col(column) * dt).sum() / weight)
+
+    paused = (dt - pl.col("dtimer")).clip(lower_bound=0.0)
+    stats = assigned.group_by([*keys, "interval_index"]).agg(
+        weighted("hr_bpm").alias("avg_hr"),
+        pl.col("hr_bpm").max().alias("max_hr"),
+        weighted("cadence").alias("avg_cadence"),
+        weighted("power_w").alias("avg_power_w"),
+        pl.col("power_w").max().alias("max_power_w"),
+        pl.col("delev").clip(lower_bound=0.0).sum().alias("elevation_gain_m"),
+        (-pl.col("delev").clip(upper_bound=0.0)).sum().alias("elevation_loss_m"),
+        pl.col("gap_s").max().alias("max_gap_s"),
+        ((pl.col("gap_s") > gap_threshold_s) & ~pl.col("is_boundary")).sum().alias("gap_count"),
+        (paused > pause_threshold_s).sum().alias("pause_count"),
+        paused.sum().alias("paused_s"),
+        (~pl.col("is_boundary")).sum().alias("n_samples"),
+    )
+
+    bound_values = at_bounds.select(*keys, "t_s", *CUMULATIVE, "interpolated", "out_of_range")
+    start = bound_values.rename(
+        {c: f"start_{c}" for c in (*CUMULATIVE, "interpolated", "out_of_range")}
+    ).rename({"t_s": "start_s"})
+    end = bound_values.rename(
+        {c: f"end_{c}" for c in (*CUMULATIVE, "interpolated", "out_of_range")}
+    ).rename({"t_s": "end_s"})
+    elapsed = pl.col("end_s") - pl.col("start_s")
+    timer = pl.col("end_timer_s") - pl.col("start_timer_s")
+    distance = pl.col("end_distance_m") - pl.col("start_distance_m")
+    return (
+        spans.join(start, on=[*keys, "start_s"], how="left")
+        .join(end, on=[*keys, "end_s"], how="left")
+        .join(stats, on=[*keys, "interval_index"], how="left")
+        .with_columns(
+            elapsed.alias("elapsed_s"),
+            pl.coalesce(timer, elapsed).alias("timer_s"),
+            distance.alias("distance_m"),
+        )
+        .with_columns(
+            pl.when(pl.col("timer_s") > 0)
+            .then(pl.col("distance_m") / pl.col("timer_s"))
+            .alias("avg_speed_mps"),
+        )
+        .with_columns(
+            pl.when(pl.col("avg_speed_mps") > 0)
+            .then(1000.0 / pl.col("avg_speed_mps"))
+            .alias("avg_pace_s_per_km"),
+            pl.col("start_interpolated").fill_null(True),
+            pl.col("end_interpolated").fill_null(True),
+            pl.col("start_out_of_range").fill_null(True),
+            pl.col("end_out_of_range").fill_null(True),
+            pl.col("n_samples").fill_null(0),
+            pl.col("gap_count").fill_null(0),
+            pl.col("pause_count").fill_null(0),
+        )
+        .select(INTERVAL_COLUMNS)
+        .sort("session_id", "kind", "interval_index")
+    )

@@ -1,0 +1,8 @@
+import dagster as dg
+
+# Everything: landing → ledger → bronze → silver → warehouse, checks included.
+wearhouse_job = dg.define_asset_job(
+    "wearhouse_job",
+    selection=dg.AssetSelection.all(),
+    description="Materialize the whole asset graph for what is in landing.",
+)

@@ -1,0 +1,1 @@
+"""The Parquet lake: layout, atomic writes, the raw-file ledger and quarantine (no Dagster)."""

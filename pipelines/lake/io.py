@@ -1,0 +1,63 @@
+"""Parquet reads and atomic writes: a reader never sees a half-written file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+import polars as pl
+
+
+def write_parquet_atomic(frame: pl.DataFrame | pl.LazyFrame, path: Path) -> Path:
+    """Write to a temporary sibling and rename over ``path`` (rename is atomic on POSIX)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        if isinstance(frame, pl.LazyFrame):
+            frame.sink_parquet(tmp)
+        else:
+            frame.write_parquet(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_partitioned_atomic(frame: pl.DataFrame, directory: Path, partition_by: list[str]) -> Path:
+    """Replace a hive-partitioned directory as a whole: build beside it, then swap."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.staging")
+    old = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.old")
+    try:
+        staging.mkdir()
+        if frame.height and partition_by:
+            frame.write_parquet(staging, partition_by=partition_by)
+        else:
+            frame.write_parquet(staging / "part-0.parquet")
+        if directory.exists():
+            os.replace(directory, old)
+        os.replace(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def parquet_parts(directory: Path) -> list[Path]:
+    """Committed parts of a table directory (temporary files start with a dot)."""
+    if not directory.exists():
+        return []
+    return sorted(p for p in directory.rglob("*.parquet") if not p.name.startswith("."))
+
+
+def scan_parts(directory: Path, schema: Mapping[str, pl.DataType]) -> pl.LazyFrame:
+    """Lazily scan a table's parts; an empty table still has its schema."""
+    parts = parquet_parts(directory)
+    if not parts:
+        return pl.LazyFrame(schema=dict(schema))
+    return pl.scan_parquet(parts, missing_columns="insert", extra_columns="ignore").select(
+        [pl.col(name).cast(dtype) for name, dtype in schema.items()]
+    )

@@ -1,0 +1,58 @@
+"""Regenerate the bundled demo landing folder from the shared test corpus (dev-time only).
+
+    python -m pipelines.sample_data.make_sample_data ../shared/data
+
+Sources and licenses are listed in NOTICE. The activityDetails body is built from a real
+FIT run (records → samples, lap start times → laps), as Garmin would deliver it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from pipelines.fit.decode import decode_fit
+from pipelines.garmin.from_fit import activity_details_item
+
+HERE = Path(__file__).parent / "landing"
+
+PUSH_COPIES = {
+    "connectstats_backfill-activities.json": "2019-05-07/activities-backfill.json",
+    "openwearables_push_activities.json": "2025-11-20/activities.json",
+    "synthetic_push_activityDetails_cycling_power.json": "2026-01-01/activityDetails-ride.json",
+    "synthetic_push_epochs_update_1_partial.json": "2026-01-02/epochs-1.json",
+    "synthetic_push_epochs_update_2_complete.json": "2026-01-02/epochs-2.json",
+    "synthetic_push_skinTemp.json": "2026-01-02/skinTemp.json",
+}
+FIT_COPIES = {
+    "track_cs_834323.fit": "demo-runner/2019-track-intervals.fit",
+    "running-with-developer-data.fit": "demo-runner/structured-run.fit",
+    "sample-activity.fit": "demo-rider/edge500-ride.fit",
+}
+
+
+def main(shared_data: Path) -> None:
+    shutil.rmtree(HERE, ignore_errors=True)
+    push = HERE / "garmin" / "push"
+    for source, target in PUSH_COPIES.items():
+        (push / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(shared_data / "garmin" / source, push / target)
+    for source, target in FIT_COPIES.items():
+        (HERE / "fit" / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(shared_data / "fit" / source, HERE / "fit" / target)
+
+    run = decode_fit((shared_data / "fit" / "activity_1378220136.fit").read_bytes())
+    item = activity_details_item(run, user_id="demo-api-athlete", activity_id=1378220136)
+    body = {"activityDetails": [item]}
+    target = push / "2016-09-25" / "activityDetails-run.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(body, separators=(",", ":")))
+    # One broken delivery, to show quarantine at work.
+    (push / "2026-01-03").mkdir(parents=True, exist_ok=True)
+    (push / "2026-01-03" / "truncated-delivery.json").write_text('{"dailies": [{"userId": "x"')
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data"))
