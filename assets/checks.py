@@ -74,14 +74,14 @@ def interpolation_flags_within_bounds(duckdb: DuckDBResource) -> dg.AssetCheckRe
         FROM intervals
         """,
     )
-    share = out_of_range / boundaries if boundaries else 0.0
+    share = (out_of_range or 0) / boundaries if boundaries else 0.0
     return dg.AssetCheckResult(
         passed=share <= MAX_OUT_OF_RANGE_SHARE,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "boundaries": boundaries,
-            "out_of_range": out_of_range,
-            "interpolated": interpolated,
+            "out_of_range": out_of_range or 0,
+            "interpolated": interpolated or 0,
             "out_of_range_share": share,
         },
     )

@@ -105,7 +105,7 @@ def print_summary(settings: Settings, checks, out=sys.stdout) -> None:
             file=out,
         )
     print("  try:", file=out)
-    print(f'    duckdb {settings.duckdb} "{EXAMPLE_QUERY}"', file=out)
+    print(f'    wearhouse sql --home {settings.home} "{EXAMPLE_QUERY}"', file=out)
 
 
 def copy_sample_data(landing: Path) -> int:
@@ -123,6 +123,20 @@ def copy_sample_data(landing: Path) -> int:
     return copied
 
 
+def run_query(settings: Settings, query: str, out=sys.stdout) -> int:
+    """Print a query's result as an aligned table (read-only: runs can go on meanwhile)."""
+    if not settings.duckdb.exists():
+        print(f"no warehouse at {settings.duckdb}: run `wearhouse run` first", file=sys.stderr)
+        return 1
+    with duckdb.connect(str(settings.duckdb), read_only=True) as con:
+        try:
+            print(con.sql(query), file=out)
+        except duckdb.Error as exc:
+            print(f"query failed: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wearhouse", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -130,9 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     _add_location_options(run)
     demo = commands.add_parser("demo", help="copy the bundled sample data to landing and run")
     _add_location_options(demo)
+    sql = commands.add_parser("sql", help="run a read-only SQL query on the warehouse")
+    sql.add_argument("query")
+    _add_location_options(sql)
     args = parser.parse_args(argv)
 
     settings = _settings(args)
+    if args.command == "sql":
+        return run_query(settings, args.query)
     if args.command == "demo":
         copied = copy_sample_data(settings.landing)
         print(f"wearhouse demo: {copied} sample files copied into {settings.landing}")

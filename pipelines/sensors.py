@@ -31,6 +31,8 @@ def landing_fingerprint(landing: Path) -> tuple[str, int]:
 )
 def landing_sensor(context: dg.SensorEvaluationContext, lake: WearhouseLake) -> dg.SensorResult:
     fingerprint, count = landing_fingerprint(lake.landing_path)
+    if count == 0:
+        return dg.SensorResult(skip_reason="landing is empty")
     previous = json.loads(context.cursor) if context.cursor else {}
     if previous.get("fingerprint") == fingerprint:
         return dg.SensorResult(skip_reason=f"no new files in landing ({count} known)")

@@ -32,14 +32,18 @@ class Settings:
         duckdb: str | os.PathLike[str] | None = None,
         environ: dict[str, str] | None = None,
     ) -> Settings:
-        """Explicit arguments win over environment variables, which win over defaults."""
+        """Explicit arguments win over environment variables, which win over defaults.
+
+        An explicit ``home`` also wins over WEARHOUSE_LANDING/LAKE/DUCKDB from the environment.
+        """
         env = os.environ if environ is None else environ
         home_path = Path(home or env.get(ENV_HOME) or Path.cwd() / DEFAULT_HOME_DIRNAME)
         home_path = home_path.expanduser().absolute()
 
         def pick(value, env_name: str, default: Path) -> Path:
-            chosen = value or env.get(env_name) or default
-            return Path(chosen).expanduser().absolute()
+            # An explicit home means "everything under it" unless a folder is given explicitly.
+            from_env = None if home else env.get(env_name)
+            return Path(value or from_env or default).expanduser().absolute()
 
         return cls(
             home=home_path,

@@ -81,9 +81,11 @@ def clean_samples(samples: pl.LazyFrame) -> pl.LazyFrame:
         .sort(by, "t_s", maintain_order=True)
         .unique(subset=[by, "t_s"], keep="last", maintain_order=True)
     )
-    drop = pl.col("distance_m") - pl.col("distance_m").forward_fill().shift(1).over(by)
+    previous = pl.col("distance_m").forward_fill().shift(1).over(by)
+    # After a reset the odometer counts from zero again: continue from the last reading.
+    reset = (pl.col("distance_m") - previous) < -RESET_TOLERANCE_M
     rebased = pl.col("distance_m") + (
-        pl.when(drop < -RESET_TOLERANCE_M).then(-drop).otherwise(0.0).cum_sum().over(by)
+        pl.when(reset).then(previous).otherwise(0.0).cum_sum().over(by)
     )
     integrated = (
         (
@@ -126,7 +128,9 @@ def interpolate_at(samples: pl.LazyFrame, instants: pl.LazyFrame) -> pl.LazyFram
     ride along). Adds the CUMULATIVE and HELD columns plus ``interpolated`` (no sample exactly
     there), ``out_of_range`` (before the first or after the last sample) and ``bracket_gap_s``
     (time between the samples around the instant)."""
-    prepared = _with_valid_neighbours(samples).with_columns(pl.col("t_s").alias("sample_t"))
+    prepared = _with_valid_neighbours(_ensure_columns(samples)).with_columns(
+        pl.col("t_s").alias("sample_t")
+    )
     left = instants.sort("t_s")
     prev = prepared.select(
         "session_id",
@@ -176,7 +180,6 @@ def interval_metrics(
     samples: pl.LazyFrame,
     intervals: pl.LazyFrame,
     gap_threshold_s: float = 10.0,
-    pause_threshold_s: float = 1.0,
 ) -> pl.LazyFrame:
     """Per interval: exact-boundary distance/timer/elapsed, time-weighted averages, quality.
 
@@ -247,6 +250,8 @@ def interval_metrics(
         return pl.when(weight > 0).then((pl.col(column) * dt).sum() / weight)
 
     paused = (dt - pl.col("dtimer")).clip(lower_bound=0.0)
+    # A pause is a run of segments where the timer (mostly) stood still; count run starts.
+    in_pause = (paused > 0.5 * dt) & (dt > 0)
     stats = assigned.group_by([*keys, "interval_index"]).agg(
         weighted("hr_bpm").alias("avg_hr"),
         pl.col("hr_bpm").max().alias("max_hr"),
@@ -257,7 +262,7 @@ def interval_metrics(
         (-pl.col("delev").clip(upper_bound=0.0)).sum().alias("elevation_loss_m"),
         pl.col("gap_s").max().alias("max_gap_s"),
         ((pl.col("gap_s") > gap_threshold_s) & ~pl.col("is_boundary")).sum().alias("gap_count"),
-        (paused > pause_threshold_s).sum().alias("pause_count"),
+        (in_pause & ~in_pause.shift(1, fill_value=False)).sum().alias("pause_count"),
         paused.sum().alias("paused_s"),
         (~pl.col("is_boundary")).sum().alias("n_samples"),
     )

@@ -1,0 +1,128 @@
+import json
+
+import polars as pl
+import pytest
+
+from pipelines.garmin.push import PayloadError, parse_push
+
+
+def body(**summaries) -> bytes:
+    return json.dumps(summaries).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "empty body"),
+        (b'{"activities": [', "malformed JSON"),
+        (b"[1, 2]", "expected an object keyed by summary type"),
+        (b'{"summaryId": "x"}', "not a push envelope"),
+        (b"{}", "empty envelope"),
+        (b"\xff\xfe{", "not UTF-8"),
+    ],
+)
+def test_unusable_bodies_say_why(raw, reason):
+    with pytest.raises(PayloadError, match=reason):
+        parse_push(raw)
+
+
+def test_activities_typed_with_units_local_time_and_raw_json(fixtures):
+    parsed = parse_push((fixtures / "garmin" / "openwearables_push_activities.json").read_bytes())
+    row = parsed.tables()["garmin_activities"].row(0, named=True)
+    assert row["user_id"] == "garmin_user_123"
+    assert row["activity_id"] == 21047282990
+    assert row["duration_s"] == 3600
+    assert row["utc_offset_s"] == 3600
+    assert row["start_time_utc"].timestamp() == 1763597760
+    # local wall time = UTC + offset, kept naive because it is not UTC
+    assert row["start_time_local"].tzinfo is None
+    assert (row["start_time_local"] - row["start_time_utc"].replace(tzinfo=None)).seconds == 3600
+    assert json.loads(row["raw_json"])["activityName"] == "Morning Run"
+
+
+def test_offset_spellings_are_normalized():
+    for key in ("startTimeOffsetInSeconds", "offsetInSeconds", "offsetStartTimeInSeconds"):
+        parsed = parse_push(
+            body(
+                moveIQActivities=[
+                    {"userId": "u", "summaryId": "s", "startTimeInSeconds": 100, key: -7200}
+                ]
+            )
+        )
+        assert parsed.tables()["garmin_other_summaries"]["utc_offset_s"].to_list() == [-7200]
+
+
+def test_bad_item_is_refused_and_good_items_land():
+    parsed = parse_push(
+        body(
+            activities=[
+                {
+                    "userId": "u1",
+                    "summaryId": "1",
+                    "activityId": 1,
+                    "startTimeInSeconds": 10,
+                    "durationInSeconds": 60,
+                },
+                {"userId": "u2", "summaryId": "2", "durationInSeconds": "sixty"},
+                "not an object",
+                {"summaryId": "3"},
+            ]
+        )
+    )
+    assert parsed.tables()["garmin_activities"]["user_id"].to_list() == ["u1"]
+    reasons = dict(parsed.refusals)
+    assert "durationInSeconds" in reasons[1] and "sixty" in reasons[1]
+    assert "expected an object" in reasons[2]
+    assert "missing userId" in reasons[3]
+
+
+def test_activity_details_split_into_samples_and_laps(fixtures):
+    raw = (fixtures / "garmin" / "synthetic_push_activityDetails_cycling_power.json").read_bytes()
+    tables = parse_push(raw).tables()
+    samples, laps = tables["garmin_activity_samples"], tables["garmin_activity_laps"]
+    assert samples.height == 6 and laps.height == 2
+    assert samples["power_w"].null_count() == 0
+    assert samples["air_temperature_c"].to_list()[0] == 6.0  # from Garmin's "Celcius"
+    assert samples["time_utc"].dtype == pl.Datetime("us", "UTC")
+    assert laps["lap_index"].to_list() == [0, 1]
+    assert tables["garmin_activity_details"]["n_samples"].to_list() == [6]
+
+
+def test_unknown_sample_fields_are_kept_as_json():
+    item = {
+        "userId": "u",
+        "summaryId": "9-detail",
+        "activityId": 9,
+        "summary": {"startTimeInSeconds": 0},
+        "samples": [{"startTimeInSeconds": 0, "newSensorValue": 3}, {"startTimeInSeconds": 1}],
+        "laps": [],
+    }
+    samples = parse_push(body(activityDetails=[item])).tables()["garmin_activity_samples"]
+    assert json.loads(samples["extra_json"][0]) == {"newSensorValue": 3}
+
+
+def test_sample_with_string_number_refuses_that_item_only():
+    good = {
+        "userId": "u",
+        "summaryId": "1-detail",
+        "activityId": 1,
+        "summary": {},
+        "samples": [{"startTimeInSeconds": 0, "heartRate": 100}],
+        "laps": [],
+    }
+    bad = {
+        **good,
+        "summaryId": "2-detail",
+        "activityId": 2,
+        "samples": [{"startTimeInSeconds": 0, "heartRate": "high"}],
+    }
+    parsed = parse_push(body(activityDetails=[good, bad]))
+    assert parsed.tables()["garmin_activity_details"]["activity_id"].to_list() == [1]
+    assert parsed.refusals and parsed.refusals[0][0] == 1
+
+
+def test_every_summary_type_is_kept_even_when_not_modelled(fixtures):
+    raw = (fixtures / "garmin" / "openwearables_push_deregistrations.json").read_bytes()
+    other = parse_push(raw).tables()["garmin_other_summaries"]
+    assert other["summary_type"].to_list() == ["deregistrations"]
+    assert json.loads(other["raw_json"][0])

@@ -1,0 +1,206 @@
+"""Interval alignment against independently computed truth (synthetic) and device laps (FIT)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipelines.intervals import clean_samples, interpolate_at, interval_metrics
+
+START = 1_700_000_000.0
+# (from_s, to_s, speed m/s); 600–660 is a pause: timer stopped, distance flat.
+PHASES = [(0, 300, 3.0), (300, 600, 5.0), (600, 660, 0.0), (660, 1000, 4.0)]
+PAUSE = (600, 660)
+
+
+def true_distance(t: np.ndarray) -> np.ndarray:
+    d = np.zeros_like(t, dtype=float)
+    for lo, hi, v in PHASES:
+        d += v * np.clip(t - lo, 0, hi - lo)
+    return d
+
+
+def true_timer(t: np.ndarray) -> np.ndarray:
+    return t - np.clip(t - PAUSE[0], 0, PAUSE[1] - PAUSE[0])
+
+
+def smart_recorded(seed: int = 7) -> np.ndarray:
+    """Sample instants 1–9 s apart, plus one at every speed change (as smart recording does)."""
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.integers(1, 10, size=400)).astype(float)
+    t = t[t < 1000]
+    return np.unique(np.concatenate([[0.0, 300.0, 600.0, 660.0, 1000.0], t]))
+
+
+def samples_frame(t: np.ndarray, session_id: str = "s1") -> pl.DataFrame:
+    hr = 120 + (np.arange(len(t)) % 11) * 3.0  # arbitrary, held until the next sample
+    return pl.DataFrame(
+        {
+            "session_id": session_id,
+            "t_s": START + t,
+            "distance_m": true_distance(t),
+            "timer_s": true_timer(t),
+            "hr_bpm": hr,
+            "elevation_m": 100 + np.sin(t / 50.0),
+        }
+    )
+
+
+LAPS = [(0.0, 100.5), (100.5, 333.3), (333.3, 700.7), (700.7, 1000.0)]
+
+
+def laps_frame(session_id: str = "s1", laps=LAPS) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "session_id": session_id,
+            "kind": "lap",
+            "interval_index": list(range(len(laps))),
+            "start_s": [START + a for a, _ in laps],
+            "end_s": [START + b for _, b in laps],
+        }
+    )
+
+
+def measure(samples: pl.DataFrame, laps: pl.DataFrame) -> pl.DataFrame:
+    return interval_metrics(clean_samples(samples.lazy()), laps.lazy()).collect()
+
+
+def true_held_mean(t: np.ndarray, values: np.ndarray, a: float, b: float) -> float:
+    grid = np.arange(a, b, 0.001) + 0.0005
+    idx = np.searchsorted(t, grid, side="right") - 1
+    return float(values[idx].mean())
+
+
+def test_boundaries_interpolated_exactly_between_samples():
+    t = smart_recorded()
+    samples = samples_frame(t)
+    out = measure(samples, laps_frame())
+    starts = np.array([a for a, _ in LAPS])
+    ends = np.array([b for _, b in LAPS])
+    assert out["distance_m"].to_numpy() == pytest.approx(
+        true_distance(ends) - true_distance(starts), abs=1e-6
+    )
+    assert out["timer_s"].to_numpy() == pytest.approx(
+        true_timer(ends) - true_timer(starts), abs=1e-6
+    )
+    assert out["elapsed_s"].to_numpy() == pytest.approx(ends - starts)
+    assert out["paused_s"][2] == pytest.approx(60.0)
+    assert out["pause_count"].to_list() == [0, 0, 1, 0]
+    # every interior boundary falls between samples here
+    assert out["start_interpolated"].to_list()[1:] == [True, True, True]
+    assert not out["start_out_of_range"].any() and not out["end_out_of_range"].any()
+
+
+def test_naive_sample_differencing_is_wrong_where_ours_is_right():
+    t = smart_recorded()
+    samples = samples_frame(t)
+    ends = np.array([b for _, b in LAPS])
+    starts = np.array([a for a, _ in LAPS])
+    idx = lambda x: np.searchsorted(t, x)  # noqa: E731 — first sample at/after the boundary
+    naive = true_distance(t[np.minimum(idx(ends), len(t) - 1)]) - true_distance(t[idx(starts)])
+    truth = true_distance(ends) - true_distance(starts)
+    ours = measure(samples, laps_frame())["distance_m"].to_numpy()
+    assert np.abs(naive - truth).max() > 1.0
+    assert np.abs(ours - truth).max() < 1e-6
+
+
+def test_heart_rate_is_time_weighted_over_the_exact_interval():
+    t = smart_recorded()
+    samples = samples_frame(t)
+    out = measure(samples, laps_frame())
+    hr = samples["hr_bpm"].to_numpy()
+    for row, (a, b) in zip(out.iter_rows(named=True), LAPS, strict=True):
+        assert row["avg_hr"] == pytest.approx(true_held_mean(t, hr, a, b), abs=0.01)
+        held_at_start = hr[np.searchsorted(t, a, side="right") - 1]
+        inside = hr[(t >= a) & (t < b)]
+        assert row["max_hr"] == max(inside.max(initial=0), held_at_start)
+
+
+def test_order_duplicates_and_several_sessions_do_not_change_results():
+    t = smart_recorded()
+    one = measure(samples_frame(t), laps_frame())
+    shuffled = samples_frame(t).sample(fraction=1.0, shuffle=True, seed=3)
+    doubled = pl.concat([shuffled, shuffled.head(50), samples_frame(t, "s2")])
+    laps = pl.concat([laps_frame("s1"), laps_frame("s2")])
+    both = measure(doubled, laps)
+    for sid in ("s1", "s2"):
+        got = both.filter(pl.col("session_id") == sid).drop("session_id")
+        assert got.equals(one.drop("session_id"))
+
+
+def test_distance_reset_is_rebased():
+    t = smart_recorded()
+    samples = samples_frame(t)
+    # the odometer restarts from zero after the sample at 600 s (e.g. a new FIT section)
+    at_reset = float(true_distance(np.array([600.0]))[0])
+    broken = samples.with_columns(
+        pl.when(pl.col("t_s") > START + 600)
+        .then(pl.col("distance_m") - at_reset)
+        .otherwise(pl.col("distance_m"))
+    )
+    assert broken["distance_m"].min() < 1.0  # the reset is really there
+    assert measure(broken, laps_frame())["distance_m"].to_numpy() == pytest.approx(
+        measure(samples, laps_frame())["distance_m"].to_numpy(), abs=1e-6
+    )
+
+
+def test_boundaries_outside_samples_are_flagged_not_invented():
+    t = smart_recorded()
+    samples = samples_frame(t).filter(pl.col("t_s").is_between(START + 50, START + 900))
+    out = measure(samples, laps_frame())
+    assert out["start_out_of_range"].to_list() == [True, False, False, False]
+    assert out["end_out_of_range"].to_list() == [False, False, False, True]
+    # the edge value is held: distance before the first sample is not extrapolated
+    first = samples.row(0, named=True)
+    at = interpolate_at(
+        samples.lazy(), pl.LazyFrame({"session_id": ["s1"], "t_s": [START]})
+    ).collect()
+    assert at["distance_m"][0] == first["distance_m"]
+    assert at["out_of_range"][0]
+
+
+def test_indoor_session_gets_distance_from_speed():
+    t = np.arange(0.0, 100.0, 2.0)
+    samples = pl.DataFrame({"session_id": "s", "t_s": START + t, "speed_mps": 2.5})
+    out = measure(samples, laps_frame("s", [(10.0, 50.0)]))
+    assert out["distance_m"][0] == pytest.approx(100.0)
+
+
+def test_real_smart_recorded_laps_match_device_totals(fixtures):
+    """Device lap totals (computed from its full-rate data) are the independent truth."""
+    from pipelines.fit.decode import decode_fit
+
+    errors = []
+    for name in (
+        "activity_1378220136.fit",
+        "compressed-speed-distance.fit",
+        "activity_234979239.fit",
+        "2013-02-06-12-11-14.fit",
+    ):
+        decoded = decode_fit((fixtures / "fit" / name).read_bytes())
+        epoch = lambda c: pl.col(c).dt.epoch("ms") / 1000  # noqa: E731
+        samples = decoded.records.select(
+            pl.lit(name).alias("session_id"), epoch("time_utc").alias("t_s"), "distance_m"
+        )
+        laps = decoded.laps.select(
+            pl.lit(name).alias("session_id"),
+            pl.lit("lap").alias("kind"),
+            pl.col("lap_index").alias("interval_index"),
+            epoch("start_time_utc").alias("start_s"),
+            (epoch("start_time_utc") + pl.col("total_elapsed_time_s")).alias("end_s"),
+            "total_distance_m",
+        )
+        out = measure(samples, laps.drop("total_distance_m")).join(
+            laps.select("interval_index", "total_distance_m"), on="interval_index"
+        )
+        big = out.filter(pl.col("total_distance_m") >= 200)
+        errors.extend(
+            (
+                (big["distance_m"] - big["total_distance_m"]).abs() / big["total_distance_m"]
+            ).to_list()
+        )
+    errors = np.array(errors)
+    assert len(errors) >= 20
+    assert np.median(errors) < 0.005
+    assert np.quantile(errors, 0.95) < 0.02
