@@ -18,7 +18,7 @@ def bronze_garmin(lake: WearhouseLake) -> dg.MaterializeResult:
             "rows": report.rows,
             "quarantined_files": report.quarantined_files,
             "quarantined_items": report.quarantined_items,
-            "not_yet_modelled_types": sorted(report.unmodelled_types),
+            "unknown_summary_types": sorted(report.unmodelled_types),
         }
     )
 

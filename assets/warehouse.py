@@ -1,14 +1,16 @@
+from pathlib import Path
+
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from pipelines.resources import WearhouseLake
-from pipelines.warehouse.build import MODELS, build_warehouse, export_gold
+from pipelines.warehouse.build import MODELS, build_warehouse_file
 
 WAREHOUSE_SPECS = [
     dg.AssetSpec(
         model,
         group_name="warehouse",
-        deps=["silver_activities", "silver_quarantine"],
+        deps=["silver_activities", "silver_wellness", "silver_quarantine"],
         description=f"DuckDB table `{model}` (sql/{model}.sql), also gold Parquet.",
         kinds={"duckdb", "parquet"},
     )
@@ -18,11 +20,12 @@ WAREHOUSE_SPECS = [
 
 @dg.multi_asset(specs=WAREHOUSE_SPECS, can_subset=False)
 def warehouse_tables(lake: WearhouseLake, duckdb: DuckDBResource):
-    with duckdb.get_connection() as con:
-        rows = build_warehouse(con, lake.layout)
-        for model in MODELS:
-            path = export_gold(con, lake.layout, model)
-            yield dg.MaterializeResult(
-                asset_key=model,
-                metadata={"rows": rows[model], "gold_parquet": dg.MetadataValue.path(str(path))},
-            )
+    rows = build_warehouse_file(Path(duckdb.database), lake.layout)
+    for model in MODELS:
+        yield dg.MaterializeResult(
+            asset_key=model,
+            metadata={
+                "rows": rows[model],
+                "gold_parquet": dg.MetadataValue.path(str(lake.layout.gold_dir(model))),
+            },
+        )

@@ -85,7 +85,7 @@ def print_summary(settings: Settings, checks, out=sys.stdout) -> None:
         print("  rows per table:", file=out)
         for (table,) in tables:
             (rows,) = con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0]
-            print(f"    {table:<12} {rows:>9,}", file=out)
+            print(f"    {table:<20} {rows:>10,}", file=out)
         quarantined = con.execute(
             "SELECT input_path, stage, item_index, reason FROM quarantine ORDER BY input_path"
         ).fetchall()

@@ -49,7 +49,7 @@ def test_offset_spellings_are_normalized():
                 ]
             )
         )
-        assert parsed.tables()["garmin_other_summaries"]["utc_offset_s"].to_list() == [-7200]
+        assert parsed.tables()["garmin_move_iq"]["utc_offset_s"].to_list() == [-7200]
 
 
 def test_bad_item_is_refused_and_good_items_land():
@@ -121,8 +121,70 @@ def test_sample_with_string_number_refuses_that_item_only():
     assert parsed.refusals and parsed.refusals[0][0] == 1
 
 
-def test_every_summary_type_is_kept_even_when_not_modelled(fixtures):
-    raw = (fixtures / "garmin" / "openwearables_push_deregistrations.json").read_bytes()
-    other = parse_push(raw).tables()["garmin_other_summaries"]
-    assert other["summary_type"].to_list() == ["deregistrations"]
-    assert json.loads(other["raw_json"][0])
+def test_unknown_summary_type_is_kept_and_reported():
+    parsed = parse_push(body(brandNewThing=[{"userId": "u", "summaryId": "n1", "x": 1}]))
+    other = parsed.tables()["garmin_other_summaries"]
+    assert other["summary_type"].to_list() == ["brandNewThing"]
+    assert json.loads(other["raw_json"][0])["x"] == 1
+    assert parsed.unknown_types == {"brandNewThing"}
+
+
+@pytest.mark.parametrize(
+    ("name", "table", "rows"),
+    [
+        ("openwearables_push_deregistrations.json", "garmin_deregistrations", 1),
+        ("openwearables_push_hrv.json", "garmin_hrv", 1),
+        ("openwearables_push_userPermissionsChange.json", "garmin_permission_changes", 1),
+        ("synthetic_push_epochs_update_1_partial.json", "garmin_epochs", 1),
+        ("synthetic_push_skinTemp.json", "garmin_skin_temp", 1),
+        ("synthetic_push_mct.json", "garmin_mct", 1),
+        ("synthetic_specshaped_dailies.json", "garmin_dailies", 2),
+        ("synthetic_specshaped_sleeps.json", "garmin_sleeps", 2),
+        ("synthetic_specshaped_stressDetails.json", "garmin_stress_details", 1),
+        ("synthetic_specshaped_bodyComps.json", "garmin_body_comps", 2),
+        ("synthetic_specshaped_bloodPressures.json", "garmin_blood_pressures", 1),
+        ("synthetic_specshaped_pulseox.json", "garmin_pulse_ox", 1),
+        ("synthetic_specshaped_allDayRespiration.json", "garmin_respiration", 1),
+        ("synthetic_specshaped_healthSnapshot.json", "garmin_health_snapshots", 1),
+        ("synthetic_specshaped_userMetrics.json", "garmin_user_metrics", 1),
+        ("synthetic_specshaped_moveIQActivities.json", "garmin_move_iq", 1),
+    ],
+)
+def test_every_summary_type_has_its_bronze_table(fixtures, name, table, rows):
+    parsed = parse_push((fixtures / "garmin" / name).read_bytes())
+    assert not parsed.refusals and not parsed.unknown_types
+    frame = parsed.tables()[table]
+    assert frame.height == rows
+    assert frame["user_id"].null_count() == 0
+    assert all(json.loads(raw) for raw in frame["raw_json"])
+
+
+def test_time_offset_maps_are_exploded_with_sentinels_as_nulls(fixtures):
+    tables = parse_push(
+        (fixtures / "garmin" / "synthetic_specshaped_stressDetails.json").read_bytes()
+    ).tables()
+    series = tables["garmin_timeseries"]
+    stress = series.filter(pl.col("series") == "stress_level").sort("offset_s")
+    start = tables["garmin_stress_details"]["start_time_utc"][0]
+    assert (stress["time_utc"] - start).dt.total_seconds().to_list() == stress["offset_s"].to_list()
+    assert set(series["series"]) == {"stress_level", "body_battery"}
+    negative = parse_push(
+        body(
+            stressDetails=[
+                {
+                    "userId": "u",
+                    "summaryId": "s",
+                    "startTimeInSeconds": 0,
+                    "timeOffsetStressLevelValues": {"0": 30, "180": -1, "360": -2},
+                }
+            ]
+        )
+    ).tables()
+    assert negative["garmin_timeseries"]["value"].to_list() == [30.0, None, None]
+
+
+def test_sleep_levels_become_rows(fixtures):
+    tables = parse_push((fixtures / "garmin" / "synthetic_specshaped_sleeps.json").read_bytes()).tables()
+    levels = tables["garmin_sleep_levels"]
+    assert levels.height > 0 and set(levels["level"]) <= {"deep", "light", "rem", "awake"}
+    assert (levels["end_time_utc"] >= levels["start_time_utc"]).all()

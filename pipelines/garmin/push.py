@@ -5,6 +5,7 @@ Bad items are refused one by one (with the reason) so the good items of the same
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,13 @@ from pipelines.garmin.fields import (
     polars_dtype,
     utc_from_epoch,
     utc_offset_s,
+)
+from pipelines.garmin.summaries import (
+    SPECS,
+    SUMMARY_TABLES,
+    series_frame,
+    sleep_levels_frame,
+    summary_row,
 )
 
 
@@ -125,33 +133,46 @@ OTHER_SCHEMA: dict[str, pl.DataType] = {
     "raw_json": pl.String(),
 }
 
-# Bronze table per push key handled here; every other key lands in `garmin_other_summaries`.
+# Bronze table per push key; keys without a spec land in `garmin_other_summaries`.
 BRONZE_TABLES: dict[str, dict[str, pl.DataType]] = {
     "garmin_activities": ACTIVITY_SCHEMA,
     "garmin_activity_details": DETAIL_SCHEMA,
     "garmin_activity_samples": SAMPLE_SCHEMA,
     "garmin_activity_laps": LAP_SCHEMA,
+    **SUMMARY_TABLES,
     "garmin_other_summaries": OTHER_SCHEMA,
 }
+
+# Known keys without a bronze table of their own (activityFiles is ping-only).
+ACTIVITY_TYPES = ("activities", "manuallyUpdatedActivities", "activityDetails", "activityFiles")
 
 
 @dataclass
 class ParsedPush:
-    rows: dict[str, list[pl.DataFrame]] = field(default_factory=dict)
+    """Rows per bronze table: dict rows (one per item) and frames (samples, series, …)."""
+
+    rows: dict[str, list[dict]] = field(default_factory=dict)
+    frames: dict[str, list[pl.DataFrame]] = field(default_factory=dict)
     refusals: list[tuple[int | None, str]] = field(default_factory=list)
     item_counts: dict[str, int] = field(default_factory=dict)
+    unknown_types: set[str] = field(default_factory=set)
+    dropped_erased: int = 0  # items of erased users dated before their deregistration
+
+    def add_row(self, table: str, row: dict) -> None:
+        self.rows.setdefault(table, []).append(row)
 
     def add(self, table: str, frame: pl.DataFrame) -> None:
-        self.rows.setdefault(table, []).append(frame)
+        if frame.height:
+            self.frames.setdefault(table, []).append(frame)
 
     def tables(self) -> dict[str, pl.DataFrame]:
         """Every bronze table, empty ones included, with its exact schema."""
         out = {}
         for table, schema in BRONZE_TABLES.items():
-            frames = self.rows.get(table, [])
-            out[table] = (
-                pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=schema)
-            )
+            parts = list(self.frames.get(table, []))
+            if self.rows.get(table):
+                parts.append(pl.DataFrame(self.rows[table], schema=schema))
+            out[table] = pl.concat(parts, how="vertical") if parts else pl.DataFrame(schema=schema)
         return out
 
 
@@ -292,7 +313,7 @@ def _parse_item(summary_type: str, index: int, item: Any, out: ParsedPush) -> No
     if summary_type in ("activities", "manuallyUpdatedActivities"):
         row = activity_row(summary_type, index, item, item)
         row["raw_json"] = _without(item)
-        out.add("garmin_activities", pl.DataFrame([row], schema=ACTIVITY_SCHEMA))
+        out.add_row("garmin_activities", row)
     elif summary_type == "activityDetails" and "callbackURL" not in item:
         summary = item.get("summary") or {}
         if not isinstance(summary, dict):
@@ -308,27 +329,77 @@ def _parse_item(summary_type: str, index: int, item: Any, out: ParsedPush) -> No
         row.update(
             raw_json=_without(item, "samples", "laps"), n_samples=len(samples), n_laps=len(laps)
         )
-        out.add("garmin_activity_details", pl.DataFrame([row], schema=DETAIL_SCHEMA))
+        out.add_row("garmin_activity_details", row)
         out.add("garmin_activity_samples", samples_df)
         out.add("garmin_activity_laps", laps_df)
+    elif summary_type in SPECS and "callbackURL" not in item:
+        spec = SPECS[summary_type]
+        keys = _item_keys(summary_type, index, item)
+        row = summary_row(spec, keys, item)
+        series = series_frame(spec, keys, item)
+        levels = sleep_levels_frame(keys, item) if summary_type == "sleeps" else None
+        row["raw_json"] = _without(item)
+        out.add_row(spec.table, row)
+        out.add("garmin_timeseries", series)
+        if levels is not None:
+            out.add("garmin_sleep_levels", levels)
     else:
+        # Unknown summary types (and ping items pushed by mistake) are kept, never dropped.
+        if summary_type not in SPECS and summary_type not in ACTIVITY_TYPES:
+            out.unknown_types.add(summary_type)
         row = _item_keys(summary_type, index, item)
         row.update(_time_columns(item))
         row["raw_json"] = _without(item)
-        out.add("garmin_other_summaries", pl.DataFrame([row], schema=OTHER_SCHEMA))
+        out.add_row("garmin_other_summaries", row)
 
 
-def parse_push(raw: bytes) -> ParsedPush:
-    """Parse one push body. Raises PayloadError only when nothing in it is usable."""
+_TIME_KEYS = (
+    "startTimeInSeconds",
+    "measurementTimeInSeconds",
+    "changeTimeInSeconds",
+    "lastUpdatedTimeInSeconds",
+)
+
+
+def item_time(item: dict[str, Any]) -> float | None:
+    """The instant an item is dated by, wherever its type keeps it."""
+    for source in (item, item.get("summary")):
+        if isinstance(source, dict):
+            for key in _TIME_KEYS:
+                value = source.get(key)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    return float(value)
+    return None
+
+
+def is_erased_item(item: Any, erased: dict[str, float]) -> bool:
+    """Item of a deregistered user dated before the deregistration (or undated)."""
+    if not erased or not isinstance(item, dict) or not isinstance(item.get("userId"), str):
+        return False
+    deregistered = erased.get(hashlib.sha256(item["userId"].encode()).hexdigest())
+    if deregistered is None:
+        return False
+    when = item_time(item)
+    return when is None or when < deregistered
+
+
+def parse_push(raw: bytes, erased: dict[str, float] | None = None) -> ParsedPush:
+    """Parse one push body. Raises PayloadError only when nothing in it is usable.
+
+    ``erased`` maps sha256(user_id) → deregistration epoch: such users' earlier-dated items
+    are dropped and counted, never parsed."""
     body = load_envelope(raw)
     out = ParsedPush()
     index = 0
     for summary_type, items in body.items():
         out.item_counts[summary_type] = len(items)
         for item in items:
-            try:
-                _parse_item(summary_type, index, item, out)
-            except FieldError as exc:
-                out.refusals.append((index, f"{summary_type}[{index}]: {exc}"))
+            if erased and is_erased_item(item, erased):
+                out.dropped_erased += 1
+            else:
+                try:
+                    _parse_item(summary_type, index, item, out)
+                except FieldError as exc:
+                    out.refusals.append((index, f"{summary_type}[{index}]: {exc}"))
             index += 1
     return out

@@ -7,7 +7,9 @@ build is one DuckDB transaction: a crash leaves the previous tables intact.
 
 from __future__ import annotations
 
+import os
 import re
+import uuid
 from pathlib import Path
 
 import duckdb
@@ -17,7 +19,17 @@ from pipelines.lake.io import write_parquet_atomic
 from pipelines.lake.layout import LakeLayout
 
 # Build order: a model may read tables built before it.
-MODELS = ("sessions", "intervals", "samples", "quarantine")
+MODELS = (
+    "sessions",
+    "intervals",
+    "samples",
+    "daily_summaries",
+    "sleep_sessions",
+    "epochs",
+    "wellness_timeseries",
+    "users",
+    "quarantine",
+)
 
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -32,7 +44,17 @@ def sql_dir() -> Path:
 
 
 def silver_parameters(layout: LakeLayout) -> dict[str, str]:
-    names = ("sessions", "samples", "intervals", "quarantine")
+    names = (
+        "sessions",
+        "samples",
+        "intervals",
+        "quarantine",
+        "users",
+        "garmin_dailies",
+        "garmin_sleeps",
+        "garmin_epochs",
+        "garmin_timeseries",
+    )
     return {name: str(layout.silver_path(name)) for name in names}
 
 
@@ -57,6 +79,27 @@ def build_warehouse(
         con.execute("ROLLBACK")
         raise
     return {model: table_rows(con, model) for model in models}
+
+
+def build_warehouse_file(target: Path, layout: LakeLayout) -> dict[str, int]:
+    """Build every table into a fresh DuckDB file, export gold, then swap it in atomically.
+
+    A new file each time means readers never see a half-built warehouse, two runs cannot
+    interleave writes, and erased users leave nothing behind in free pages of an old file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    building = target.with_name(f".{target.name}.{uuid.uuid4().hex}.building")
+    try:
+        with duckdb.connect(str(building)) as con:
+            rows = build_warehouse(con, layout)
+            for model in MODELS:
+                export_gold(con, layout, model)
+        # A WAL left by a crashed writer of the old file must not be replayed onto the new one.
+        Path(f"{target}.wal").unlink(missing_ok=True)
+        os.replace(building, target)
+    finally:
+        building.unlink(missing_ok=True)
+        Path(f"{building}.wal").unlink(missing_ok=True)
+    return rows
 
 
 def table_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:

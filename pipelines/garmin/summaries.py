@@ -1,0 +1,353 @@
+"""Every Garmin push summary type: typed bronze columns, time series exploded, ids and times.
+
+One ``SummarySpec`` per push key says which documented fields become typed columns (units in
+the names), which instant the summary is dated by, which time-offset maps are exploded into the
+long ``garmin_timeseries`` table, and which user permission covers it. Fields not listed stay in
+``raw_json``; summary keys without a spec land in ``garmin_other_summaries`` and are reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from pipelines.garmin.fields import (
+    FieldError,
+    coerce,
+    local_from_epoch,
+    polars_dtype,
+    utc_from_epoch,
+)
+
+ACTIVITY_EXPORT = "ACTIVITY_EXPORT"
+HEALTH_EXPORT = "HEALTH_EXPORT"
+MCT_EXPORT = "MCT_EXPORT"
+
+# Garmin uses negative stress/body-battery values (-1 … -5) for "no value" (off wrist, motion…).
+SENTINEL_NEGATIVE_SERIES = frozenset({"stress_level", "body_battery"})
+
+
+@dataclass(frozen=True)
+class SummarySpec:
+    table: str
+    fields: tuple[tuple[str, str, str], ...]
+    permission: str | None = HEALTH_EXPORT
+    time_key: str = "startTimeInSeconds"
+    offset_keys: tuple[str, ...] = (
+        "startTimeOffsetInSeconds",
+        "offsetInSeconds",
+        "offsetStartTimeInSeconds",
+    )
+    # (Garmin map key, series name): {"<offset s>": value} maps → garmin_timeseries rows
+    series: tuple[tuple[str, str], ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_DAY = (("calendarDate", "calendar_date", "str"), ("durationInSeconds", "duration_s", "int"))
+
+SPECS: dict[str, SummarySpec] = {
+    "dailies": SummarySpec(
+        "garmin_dailies",
+        (
+            *_DAY,
+            ("activityType", "activity_type", "str"),
+            ("steps", "steps", "int"),
+            ("stepsGoal", "steps_goal", "int"),
+            ("distanceInMeters", "distance_m", "float"),
+            ("activeTimeInSeconds", "active_time_s", "int"),
+            ("activeKilocalories", "active_kcal", "float"),
+            ("bmrKilocalories", "bmr_kcal", "float"),
+            ("consumedCalories", "consumed_kcal", "float"),
+            ("moderateIntensityDurationInSeconds", "moderate_intensity_s", "int"),
+            ("vigorousIntensityDurationInSeconds", "vigorous_intensity_s", "int"),
+            ("intensityDurationGoalInSeconds", "intensity_goal_s", "int"),
+            ("floorsClimbed", "floors_climbed", "int"),
+            ("floorsClimbedGoal", "floors_climbed_goal", "int"),
+            ("minHeartRateInBeatsPerMinute", "min_hr_bpm", "int"),
+            ("averageHeartRateInBeatsPerMinute", "avg_hr_bpm", "int"),
+            ("maxHeartRateInBeatsPerMinute", "max_hr_bpm", "int"),
+            ("restingHeartRateInBeatsPerMinute", "resting_hr_bpm", "int"),
+            ("averageStressLevel", "avg_stress_level", "int"),
+            ("averageStresslevel", "avg_stress_level_typo", "int"),  # seen in the wild
+            ("maxStressLevel", "max_stress_level", "int"),
+            ("stressDurationInSeconds", "stress_s", "int"),
+            ("restStressDurationInSeconds", "rest_stress_s", "int"),
+            ("activityStressDurationInSeconds", "activity_stress_s", "int"),
+            ("lowStressDurationInSeconds", "low_stress_s", "int"),
+            ("mediumStressDurationInSeconds", "medium_stress_s", "int"),
+            ("highStressDurationInSeconds", "high_stress_s", "int"),
+            ("stressQualifier", "stress_qualifier", "str"),
+            ("netKilocaloriesGoal", "net_kcal_goal", "float"),
+            ("bodyBatteryChargedValue", "body_battery_charged", "int"),
+            ("bodyBatteryDrainedValue", "body_battery_drained", "int"),
+        ),
+        series=(("timeOffsetHeartRateSamples", "heart_rate"),),
+    ),
+    "epochs": SummarySpec(
+        "garmin_epochs",
+        (
+            ("durationInSeconds", "duration_s", "int"),
+            ("activityType", "activity_type", "str"),
+            ("activeTimeInSeconds", "active_time_s", "int"),
+            ("steps", "steps", "int"),
+            ("distanceInMeters", "distance_m", "float"),
+            ("activeKilocalories", "active_kcal", "float"),
+            ("met", "met", "float"),
+            ("intensity", "intensity", "str"),
+            ("meanMotionIntensity", "mean_motion_intensity", "float"),
+            ("maxMotionIntensity", "max_motion_intensity", "float"),
+        ),
+    ),
+    "sleeps": SummarySpec(
+        "garmin_sleeps",
+        (
+            *_DAY,
+            ("deepSleepDurationInSeconds", "deep_sleep_s", "int"),
+            ("lightSleepDurationInSeconds", "light_sleep_s", "int"),
+            ("remSleepInSeconds", "rem_sleep_s", "int"),
+            ("awakeDurationInSeconds", "awake_s", "int"),
+            ("unmeasurableSleepDurationInSeconds", "unmeasurable_sleep_s", "int"),
+            ("unmeasurableSleepInSeconds", "unmeasurable_sleep_s_alt", "int"),  # older spelling
+            ("validation", "validation", "str"),
+        ),
+        series=(
+            ("timeOffsetSleepRespiration", "sleep_respiration"),
+            ("timeOffsetSleepSpo2", "sleep_spo2"),
+        ),
+    ),
+    "bodyComps": SummarySpec(
+        "garmin_body_comps",
+        (
+            ("muscleMassInGrams", "muscle_mass_g", "float"),
+            ("boneMassInGrams", "bone_mass_g", "float"),
+            ("bodyWaterInPercent", "body_water_pct", "float"),
+            ("bodyFatInPercent", "body_fat_pct", "float"),
+            ("bodyMassIndex", "bmi", "float"),
+            ("weightInGrams", "weight_g", "float"),
+        ),
+        time_key="measurementTimeInSeconds",
+        offset_keys=("measurementTimeOffsetInSeconds",),
+    ),
+    "stressDetails": SummarySpec(
+        "garmin_stress_details",
+        _DAY,
+        series=(
+            ("timeOffsetStressLevelValues", "stress_level"),
+            ("timeOffsetBodyBatteryValues", "body_battery"),
+        ),
+    ),
+    "userMetrics": SummarySpec(
+        "garmin_user_metrics",
+        (
+            ("calendarDate", "calendar_date", "str"),
+            ("vo2Max", "vo2max", "float"),
+            ("vo2MaxCycling", "vo2max_cycling", "float"),
+            ("enhanced", "enhanced", "bool"),
+            ("fitnessAge", "fitness_age", "int"),
+        ),
+    ),
+    "pulseox": SummarySpec(
+        "garmin_pulse_ox",
+        (*_DAY, ("onDemand", "on_demand", "bool")),
+        series=(("timeOffsetSpo2Values", "spo2"),),
+    ),
+    "allDayRespiration": SummarySpec(
+        "garmin_respiration",
+        (("durationInSeconds", "duration_s", "int"),),
+        series=(("timeOffsetEpochToBreaths", "breaths_per_min"),),
+    ),
+    "healthSnapshot": SummarySpec("garmin_health_snapshots", _DAY),
+    "hrv": SummarySpec(
+        "garmin_hrv",
+        (
+            *_DAY,
+            ("lastNightAvg", "last_night_avg_ms", "float"),
+            ("lastNight5MinHigh", "last_night_5min_high_ms", "float"),
+        ),
+        series=(("hrvValues", "hrv_ms"),),
+    ),
+    "bloodPressures": SummarySpec(
+        "garmin_blood_pressures",
+        (
+            ("systolic", "systolic_mmhg", "int"),
+            ("diastolic", "diastolic_mmhg", "int"),
+            ("pulse", "pulse_bpm", "int"),
+            ("sourceType", "source_type", "str"),
+        ),
+        time_key="measurementTimeInSeconds",
+        offset_keys=("measurementTimeOffsetInSeconds",),
+    ),
+    "skinTemp": SummarySpec(
+        "garmin_skin_temp",
+        (*_DAY, ("avgDeviationCelsius", "avg_deviation_c", "float")),
+    ),
+    "moveIQActivities": SummarySpec(
+        "garmin_move_iq",
+        (
+            *_DAY,
+            ("activityType", "activity_type", "str"),
+            ("activitySubType", "activity_sub_type", "str"),
+        ),
+        permission=ACTIVITY_EXPORT,
+    ),
+    "mct": SummarySpec(
+        "garmin_mct",
+        (
+            ("periodStartDate", "period_start_date", "str"),
+            ("dayInCycle", "day_in_cycle", "int"),
+            ("periodLength", "period_length_days", "int"),
+            ("currentPhase", "current_phase", "int"),
+            ("currentPhaseType", "current_phase_type", "str"),
+            ("lengthOfCurrentPhase", "current_phase_length_days", "int"),
+            ("daysUntilNextPhase", "days_until_next_phase", "int"),
+            ("predictedCycleLength", "predicted_cycle_length_days", "int"),
+            ("isPredictedCycle", "is_predicted_cycle", "bool"),
+            ("cycleLength", "cycle_length_days", "int"),
+            ("hasSpecifiedCycleLength", "has_specified_cycle_length", "bool"),
+            ("hasSpecifiedPeriodLength", "has_specified_period_length", "bool"),
+        ),
+        permission=MCT_EXPORT,
+        time_key="lastUpdatedTimeInSeconds",
+    ),
+    "userPermissionsChange": SummarySpec(
+        "garmin_permission_changes",
+        (),
+        permission=None,
+        time_key="changeTimeInSeconds",
+    ),
+    "deregistrations": SummarySpec("garmin_deregistrations", (), permission=None),
+}
+
+COMMON_SCHEMA: dict[str, pl.DataType] = {
+    "summary_type": pl.String(),
+    "item_index": pl.Int64(),
+    "user_id": pl.String(),
+    "summary_id": pl.String(),
+    "start_time_utc": pl.Datetime("us", "UTC"),
+    "start_time_local": pl.Datetime("us"),
+    "utc_offset_s": pl.Int64(),
+}
+
+
+def spec_schema(spec: SummarySpec) -> dict[str, pl.DataType]:
+    schema = {**COMMON_SCHEMA}
+    for _, column, kind in spec.fields:
+        schema[column] = polars_dtype(kind)
+    if spec.table == "garmin_permission_changes":
+        schema["permissions"] = pl.List(pl.String())
+    schema["raw_json"] = pl.String()
+    return schema
+
+
+TIMESERIES_SCHEMA: dict[str, pl.DataType] = {
+    "summary_type": pl.String(),
+    "summary_id": pl.String(),
+    "user_id": pl.String(),
+    "series": pl.String(),
+    "offset_s": pl.Int64(),
+    "time_utc": pl.Datetime("us", "UTC"),
+    "value": pl.Float64(),
+}
+
+SLEEP_LEVELS_SCHEMA: dict[str, pl.DataType] = {
+    "summary_id": pl.String(),
+    "user_id": pl.String(),
+    "level": pl.String(),
+    "start_time_utc": pl.Datetime("us", "UTC"),
+    "end_time_utc": pl.Datetime("us", "UTC"),
+}
+
+SUMMARY_TABLES: dict[str, dict[str, pl.DataType]] = {
+    spec.table: spec_schema(spec) for spec in SPECS.values()
+} | {"garmin_timeseries": TIMESERIES_SCHEMA, "garmin_sleep_levels": SLEEP_LEVELS_SCHEMA}
+
+
+def _offset(item: dict[str, Any], spec: SummarySpec) -> int | None:
+    for key in spec.offset_keys:
+        if item.get(key) is not None:
+            return coerce(item, key, "int")
+    return None
+
+
+def summary_row(spec: SummarySpec, keys: dict[str, Any], item: dict[str, Any]) -> dict:
+    start = coerce(item, spec.time_key, "int")
+    offset = _offset(item, spec)
+    row = {
+        **keys,
+        "start_time_utc": utc_from_epoch(start),
+        "start_time_local": local_from_epoch(start, offset),
+        "utc_offset_s": offset,
+    }
+    for key, column, kind in spec.fields:
+        row[column] = coerce(item, key, kind)
+    if spec.table == "garmin_permission_changes":
+        permissions = item.get("permissions") or []
+        if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
+            raise FieldError("field 'permissions': expected a list of strings")
+        row["permissions"] = permissions
+    return row
+
+
+def series_frame(spec: SummarySpec, keys: dict[str, Any], item: dict[str, Any]) -> pl.DataFrame:
+    """Time-offset maps → long rows (offsets are seconds after the summary's start)."""
+    start = coerce(item, spec.time_key, "int")
+    frames = []
+    for key, series in spec.series:
+        values = item.get(key)
+        if not values:
+            continue
+        if not isinstance(values, dict):
+            raise FieldError(f"field {key!r}: expected an object of offset → value")
+        try:
+            offsets = pl.Series(list(values.keys()), dtype=pl.String()).cast(pl.Int64)
+            numbers = pl.Series(list(values.values()), dtype=pl.Float64(), strict=False)
+        except pl.exceptions.PolarsError as exc:
+            raise FieldError(f"field {key!r}: offsets must be integers: {exc}") from exc
+        if numbers.null_count() > sum(v is None for v in values.values()):
+            raise FieldError(f"field {key!r}: values must be numbers")
+        frame = pl.DataFrame({"offset_s": offsets, "value": numbers}).with_columns(
+            pl.lit(series).alias("series")
+        )
+        if series in SENTINEL_NEGATIVE_SERIES:
+            frame = frame.with_columns(
+                pl.when(pl.col("value") < 0).then(None).otherwise(pl.col("value")).alias("value")
+            )
+        frames.append(frame)
+    if not frames:
+        return pl.DataFrame(schema=TIMESERIES_SCHEMA)
+    out = pl.concat(frames)
+    base = pl.lit(start, pl.Int64) if start is not None else pl.lit(None, pl.Int64)
+    return out.with_columns(
+        pl.lit(keys["summary_type"]).alias("summary_type"),
+        pl.lit(keys["summary_id"], pl.String()).alias("summary_id"),
+        pl.lit(keys["user_id"]).alias("user_id"),
+        pl.from_epoch(base + pl.col("offset_s"), time_unit="s")
+        .dt.replace_time_zone("UTC")
+        .cast(pl.Datetime("us", "UTC"))
+        .alias("time_utc"),
+    ).select(list(TIMESERIES_SCHEMA))
+
+
+def sleep_levels_frame(keys: dict[str, Any], item: dict[str, Any]) -> pl.DataFrame:
+    levels = item.get("sleepLevelsMap") or {}
+    if not isinstance(levels, dict):
+        raise FieldError("field 'sleepLevelsMap': expected an object")
+    rows = []
+    for level, spans in levels.items():
+        if not isinstance(spans, list):
+            raise FieldError(f"sleepLevelsMap.{level}: expected a list")
+        for span in spans:
+            if not isinstance(span, dict):
+                raise FieldError(f"sleepLevelsMap.{level}: expected objects")
+            rows.append(
+                {
+                    "summary_id": keys["summary_id"],
+                    "user_id": keys["user_id"],
+                    "level": level,
+                    "start_time_utc": utc_from_epoch(coerce(span, "startTimeInSeconds", "int")),
+                    "end_time_utc": utc_from_epoch(coerce(span, "endTimeInSeconds", "int")),
+                }
+            )
+    return pl.DataFrame(rows, schema=SLEEP_LEVELS_SCHEMA)
