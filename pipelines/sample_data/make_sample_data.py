@@ -13,8 +13,11 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from pipelines.fit.decode import decode_fit
 from pipelines.garmin.from_fit import activity_details_item
+from pipelines.garmin.generate import DAY_S, daily, sleep, stress_details
 
 HERE = Path(__file__).parent / "landing"
 
@@ -49,6 +52,20 @@ def main(shared_data: Path) -> None:
     target = push / "2016-09-25" / "activityDetails-run.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(body, separators=(",", ":")))
+    # Generated wellness days for the API athlete (values made up, shapes as Garmin's).
+    rng = np.random.default_rng(2026)
+    user = "demo-api-athlete"
+    for day in range(3):
+        start = 1_767_222_000 + day * DAY_S  # 2026-01-01T00:00 at UTC+1
+        folder = push / f"2026-01-{day + 1:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        bodies = {
+            "dailies": {"dailies": [daily(user, start, rng)]},
+            "sleeps": {"sleeps": [sleep(user, start - 2 * 3600, rng)]},
+            "stressDetails": {"stressDetails": [stress_details(user, start, rng)]},
+        }
+        for name, body in bodies.items():
+            (folder / f"{name}.json").write_text(json.dumps(body, separators=(",", ":")))
     # One broken delivery, to show quarantine at work.
     (push / "2026-01-03").mkdir(parents=True, exist_ok=True)
     (push / "2026-01-03" / "truncated-delivery.json").write_text('{"dailies": [{"userId": "x"')
