@@ -7,7 +7,7 @@ from pipelines.resources import WearhouseLake
 
 @dg.asset(
     group_name="bronze",
-    deps=["raw_ledger"],
+    deps=["garmin_ping_fetch"],
     description="Garmin push bodies (and fetched ping bodies) parsed into bronze tables.",
 )
 def bronze_garmin(lake: WearhouseLake) -> dg.MaterializeResult:
@@ -25,7 +25,7 @@ def bronze_garmin(lake: WearhouseLake) -> dg.MaterializeResult:
 
 @dg.asset(
     group_name="bronze",
-    deps=["raw_ledger"],
+    deps=["garmin_ping_fetch"],
     description="FIT files decoded into bronze tables (files, sessions, laps, records, events).",
 )
 def bronze_fit(lake: WearhouseLake) -> dg.MaterializeResult:

@@ -1,6 +1,9 @@
 import dagster as dg
 
+from pipelines.garmin.ping import STAGE as PING_STAGE
+from pipelines.garmin.ping import PingFile, fetch_pings
 from pipelines.lake.ledger import register_landing
+from pipelines.lake.stage import mark_processed, pending_files
 from pipelines.resources import WearhouseLake
 
 
@@ -14,5 +17,36 @@ def raw_ledger(lake: WearhouseLake) -> dg.MaterializeResult:
             "new_files": new_rows.height,
             "new_files_by_kind": {kind: n for kind, n in kinds},
             "files_with_problems": problems,
+        }
+    )
+
+
+@dg.asset(
+    group_name="raw",
+    deps=["raw_ledger"],
+    description="Garmin pings fetched (httpx, Garmin hosts only) into landing: summary bodies "
+    "to garmin/fetched/, activity files to fit/<userId>/ with their ping metadata.",
+)
+def garmin_ping_fetch(lake: WearhouseLake) -> dg.MaterializeResult:
+    pending = {
+        row["sha256"]: row
+        for row in pending_files(lake.layout, "garmin_ping", PING_STAGE).iter_rows(named=True)
+    }
+    report = fetch_pings(
+        lake.landing_path, lake.layout, [PingFile.from_ledger_row(r) for r in pending.values()]
+    )
+    for outcome in report.files:
+        if outcome.complete:  # retryable failures stay pending for the next run
+            status = "ingested" if set(outcome.status_counts) <= {"fetched"} else "partial"
+            fetched = outcome.status_counts.get("fetched", 0)
+            mark_processed(lake.layout, PING_STAGE, pending[outcome.sha256], status, fetched)
+    # What just landed goes into the ledger now, so this run's bronze stages ingest it.
+    register_landing(lake.landing_path, lake.layout)
+    return dg.MaterializeResult(
+        metadata={
+            "counts": report.counts,
+            "landed": len(report.landed),
+            "problems": len(report.problems),
+            "incomplete_ping_files": sum(not f.complete for f in report.files),
         }
     )

@@ -25,6 +25,7 @@ SELECT
     s.max_hr,
     s.device,
     s.integrity,
+    s.sources,
     coalesce(l.n_laps, 0) AS n_laps,
     s.source_sha256
 FROM read_parquet($sessions) AS s

@@ -182,3 +182,48 @@ def test_unsafe_user_folder_is_refused(settings, fixtures):
     reasons = [r[0] for r in query(settings, "SELECT reason FROM quarantine ORDER BY reason")]
     assert any("unsafe user folder" in r for r in reasons)
     assert any("fit/<user_id>/" in r for r in reasons)
+
+
+def _details_body(fixtures, user):
+    import json
+
+    from pipelines.fit.decode import decode_fit
+    from pipelines.garmin.from_fit import activity_details_item
+
+    run = decode_fit((fixtures / "fit" / "activity_1378220136.fit").read_bytes())
+    return json.dumps({"activityDetails": [activity_details_item(run, user, 1378220136)]})
+
+
+def test_fit_and_api_copies_of_one_activity_are_one_session(settings, fixtures):
+    land(settings, "garmin/push/details.json", _details_body(fixtures, "runner-2"))
+    shutil.copy(
+        fixtures / "fit" / "activity_1378220136.fit",
+        land(settings, "fit/runner-2/from-watch.fit", b""),
+    )
+    assert run_pipeline(settings, out=io.StringIO())
+    rows = query(settings, "SELECT activity_id, source, sources FROM sessions")
+    assert rows == [(1378220136, "fit", "fit,garmin_api")]
+    # intervals come from the FIT laps, with the device's own totals beside ours
+    (n, with_device) = query(settings, "SELECT count(*), count(device_distance_m) FROM intervals")[
+        0
+    ]
+    assert n == with_device == 7
+
+
+def test_ping_sidecar_links_a_fit_file_to_its_activity(settings, fixtures):
+    import json
+
+    shutil.copy(
+        fixtures / "fit" / "activity_1378220136.fit",
+        land(settings, "fit/runner-3/42-file.fit", b""),
+    )
+    land(
+        settings,
+        "fit/runner-3/42-file.fit.ping.json",
+        json.dumps(
+            {"userId": "runner-3", "summaryId": "42-file", "activityId": 4242, "fileType": "FIT"}
+        ),
+    )
+    assert run_pipeline(settings, out=io.StringIO())
+    assert query(settings, "SELECT activity_id, source FROM sessions") == [(4242, "fit")]
+    assert query(settings, "SELECT count(*) FROM quarantine")[0][0] == 0

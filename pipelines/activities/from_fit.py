@@ -52,22 +52,44 @@ def _session_spans(files: pl.LazyFrame, sessions: pl.LazyFrame, records: pl.Lazy
         .drop("n")
     )
     spans = pl.concat([declared, synthesized], how="diagonal_relaxed")
-    return spans.join(
-        files.select(
-            "source_sha256", "manufacturer", "product", "utc_offset_s", "integrity", "time_base"
-        ),
-        on="source_sha256",
-        how="left",
-    ).with_columns(
-        session_id_expr(
-            pl.concat_str(
-                "user_id",
-                pl.lit("|fit:"),
-                pl.col("start_s").round(3).cast(pl.String),
-                pl.lit(":"),
-                pl.col("session_index").cast(pl.String),
-            )
-        ).alias("session_id")
+    fit_key = pl.concat_str(
+        "user_id",
+        pl.lit("|fit:"),
+        pl.col("start_s").round(3).cast(pl.String),
+        pl.lit(":"),
+        pl.col("session_index").cast(pl.String),
+    )
+    # A file an activityFiles ping linked to an activityId is that activity: same key as the
+    # Garmin API session (pipelines.activities.from_garmin), hence the same session_id.
+    activity_key = pl.concat_str(
+        "user_id", pl.lit("|activity:"), pl.col("activity_id").cast(pl.String)
+    )
+    single = pl.len().over("source_sha256") == 1
+    return (
+        spans.join(
+            files.select(
+                "source_sha256",
+                "manufacturer",
+                "product",
+                "utc_offset_s",
+                "integrity",
+                "time_base",
+                "activity_id",
+            ),
+            on="source_sha256",
+            how="left",
+        )
+        .with_columns(
+            session_id_expr(
+                pl.when(pl.col("activity_id").is_not_null() & single)
+                .then(activity_key)
+                .otherwise(fit_key)
+            ).alias("session_id"),
+            pl.when(single).then(pl.col("activity_id")).alias("activity_id"),
+        )
+        # The same activity exported twice (different bytes): the newest file wins.
+        .sort("received_at", "source_sha256")
+        .unique("session_id", keep="last", maintain_order=True)
     )
 
 
@@ -176,6 +198,7 @@ def fit_activity_model(
         "session_id",
         "user_id",
         pl.lit("fit").alias("source"),
+        "activity_id",
         "source_sha256",
         "sport",
         "sub_sport",

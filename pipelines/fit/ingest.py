@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,26 @@ from pipelines.lake.stage import mark_processed, pending_files, with_lineage, wr
 
 STAGE = "fit"
 TABLES = ("fit_files", "fit_sessions", "fit_laps", "fit_records", "fit_events")
+# What an activityFiles ping said about the file (from its <name>.ping.json sidecar).
+LINK_SCHEMA: dict[str, pl.DataType] = {"activity_id": pl.Int64(), "ping_summary_id": pl.String()}
+
+
+def ping_link(landing: Path, relative: str) -> dict:
+    sidecar = landing / f"{relative}.ping.json"
+    link = {"activity_id": None, "ping_summary_id": None}
+    if sidecar.exists():
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (ValueError, OSError):
+            return link
+        activity_id = meta.get("activityId")
+        if isinstance(activity_id, int) and not isinstance(activity_id, bool):
+            link["activity_id"] = activity_id
+        elif isinstance(activity_id, str) and activity_id.isdigit():
+            link["activity_id"] = int(activity_id)
+        if isinstance(meta.get("summaryId"), str):
+            link["ping_summary_id"] = meta["summaryId"]
+    return link
 
 
 @dataclass
@@ -47,6 +68,10 @@ def ingest_fit_files(landing: Path, layout: LakeLayout) -> FitIngestReport:
             report.quarantined_files += 1
             continue
         total = 0
+        link = ping_link(landing, file_row["path"])
+        decoded.tables["fit_files"] = decoded.tables["fit_files"].with_columns(
+            pl.lit(v, LINK_SCHEMA[k]).alias(k) for k, v in link.items()
+        )
         for table, frame in decoded.tables.items():
             frame = frame.with_columns(pl.lit(file_row["user_id"], pl.String()).alias("user_id"))
             write_bronze(layout, table, file_row["sha256"], with_lineage(frame, file_row))

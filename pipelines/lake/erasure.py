@@ -196,6 +196,11 @@ def erase_user(
                 f"bronze/{table_dir.name}",
                 report,
             )
+    # Ping fetch state names the user (and the landed paths).
+    _rewrite_parts(
+        layout.root / "raw" / "ping_state", pl.col("user_id").ne_missing(user_id),
+        "raw/ping_state", report,
+    )
     for markers, column in (
         (bronze_root / "_processed", "path"),
         (layout.quarantine_dir, "input_path"),

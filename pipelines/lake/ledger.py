@@ -22,7 +22,7 @@ from pipelines.lake.layout import LakeLayout
 LEDGER_SCHEMA: dict[str, pl.DataType] = {
     "path": pl.String(),  # relative to landing, POSIX separators
     "sha256": pl.String(),
-    "kind": pl.String(),  # garmin_push, garmin_ping, garmin_fetched, fit, plan, unknown
+    "kind": pl.String(),  # garmin_push/ping/fetched, fit, fit_sidecar, plan, unknown
     "user_id": pl.String(),  # from the folder name for fit/ and plans/, validated
     "size_bytes": pl.Int64(),
     "mtime_ns": pl.Int64(),
@@ -66,6 +66,11 @@ def classify(relative: PurePosixPath) -> Classified:
         user_id = parts[1]
         if not is_safe_id(user_id):
             return Classified(kind, None, f"unsafe user folder name {user_id!r}")
+        if kind == "fit" and name.endswith(".ping.json"):
+            # Ping metadata landed beside a downloaded activity file (links it to activityId).
+            return Classified("fit_sidecar", user_id, None)
+        if kind == "fit" and name.endswith((".tcx", ".gpx")):
+            return Classified(kind, user_id, "TCX/GPX activity files are not decoded (FIT only)")
         if kind == "fit" and not (name.endswith(".fit") or name.endswith(".fit.gz")):
             return Classified(kind, user_id, "not a .fit or .fit.gz file")
         return Classified(kind, user_id, None)
