@@ -10,7 +10,12 @@ WAREHOUSE_SPECS = [
     dg.AssetSpec(
         model,
         group_name="warehouse",
-        deps=["silver_activities", "silver_wellness", "silver_quarantine"],
+        deps=[
+            "silver_activities",
+            "silver_wellness",
+            "silver_plan_matches",
+            "silver_quarantine",
+        ],
         description=f"DuckDB table `{model}` (sql/{model}.sql), also gold Parquet.",
         kinds={"duckdb", "parquet"},
     )

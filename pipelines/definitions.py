@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import bronze, checks, lifecycle, raw, silver, warehouse
+from assets import bronze, checks, lifecycle, plans, raw, silver, warehouse
 from pipelines.jobs import wearhouse_job
 from pipelines.resources import build_resources
 from pipelines.schedules import daily_reconcile_schedule
@@ -15,7 +15,7 @@ from pipelines.settings import Settings
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.resolve()
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([raw, bronze, lifecycle, silver, warehouse]),
+        assets=dg.load_assets_from_modules([raw, bronze, lifecycle, plans, silver, warehouse]),
         asset_checks=dg.load_asset_checks_from_modules([checks]),
         jobs=[wearhouse_job],
         schedules=[daily_reconcile_schedule],

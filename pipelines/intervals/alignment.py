@@ -24,6 +24,8 @@ CUMULATIVE = ("distance_m", "timer_s", "elevation_m")
 HELD = ("hr_bpm", "speed_mps", "cadence", "power_w")
 SAMPLE_COLUMNS = ("session_id", "t_s", *CUMULATIVE, *HELD)
 
+TARGET_COLUMNS = ("target_type", "target_low", "target_high")
+
 # A distance drop larger than this is a device reset, not GPS noise.
 RESET_TOLERANCE_M = 1.0
 
@@ -187,12 +189,15 @@ def interval_metrics(
     overlap within a session (laps, workout steps); different kinds may.
     """
     keys = ["session_id", "kind"]
+    # Optional targets (plan steps): time inside [target_low, target_high] of speed or HR.
+    has_targets = set(TARGET_COLUMNS) <= set(intervals.collect_schema().names())
     spans = intervals.select(
         "session_id",
         "kind",
         "interval_index",
         pl.col("start_s").cast(pl.Float64),
         pl.col("end_s").cast(pl.Float64),
+        *([pl.col(c) for c in TARGET_COLUMNS] if has_targets else []),
     )
     points = pl.concat(
         [
@@ -222,6 +227,7 @@ def interval_metrics(
         (pl.col("t_s").shift(-1).over(by) - pl.col("t_s")).alias("dt"),
         (pl.col("timer_s").shift(-1).over(by) - pl.col("timer_s")).alias("dtimer"),
         (pl.col("elevation_m").shift(-1).over(by) - pl.col("elevation_m")).alias("delev"),
+        (pl.col("distance_m").shift(-1).over(by) - pl.col("distance_m")).alias("ddist"),
         real_t.shift(-1).backward_fill().over(by).alias("next_real_t"),
     ).with_columns(
         pl.when(pl.col("is_boundary"))
@@ -244,6 +250,20 @@ def interval_metrics(
 
     dt = pl.col("dt").fill_null(0.0)
 
+    def time_in_target(dt: pl.Expr, paused: pl.Expr) -> pl.Expr:
+        # Speed over a segment: the device's (held) speed, else distance covered / time.
+        speed = pl.coalesce(
+            "speed_mps", pl.when(pl.col("dt") > 0).then(pl.col("ddist") / pl.col("dt"))
+        )
+        value = (
+            pl.when(pl.col("target_type") == "speed")
+            .then(speed)
+            .when(pl.col("target_type") == "heart_rate")
+            .then(pl.col("hr_bpm"))
+        )
+        inside = value.is_between(pl.col("target_low"), pl.col("target_high")).fill_null(False)
+        return pl.when(inside).then(dt - paused).otherwise(0.0).sum().alias("time_in_target_s")
+
     def weighted(column: str) -> pl.Expr:
         present = pl.col(column).is_not_null()
         weight = pl.when(present).then(dt).otherwise(0.0).sum()
@@ -265,6 +285,7 @@ def interval_metrics(
         (in_pause & ~in_pause.shift(1, fill_value=False)).sum().alias("pause_count"),
         paused.sum().alias("paused_s"),
         (~pl.col("is_boundary")).sum().alias("n_samples"),
+        *([time_in_target(dt, paused)] if has_targets else []),
     )
 
     bound_values = at_bounds.select(*keys, "t_s", *CUMULATIVE, "interpolated", "out_of_range")
@@ -303,6 +324,6 @@ def interval_metrics(
             pl.col("gap_count").fill_null(0),
             pl.col("pause_count").fill_null(0),
         )
-        .select(INTERVAL_COLUMNS)
+        .select(INTERVAL_COLUMNS + (["time_in_target_s"] if has_targets else []))
         .sort("session_id", "kind", "interval_index")
     )

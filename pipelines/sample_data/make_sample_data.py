@@ -36,6 +36,77 @@ FIT_COPIES = {
 }
 
 
+RUNNER_PLAN = """\
+plan: track-block
+sport: running
+sessions:
+  - date: 2018-06-14
+    name: 6 x 1 km, 1 min jog
+    intervals:
+      - {kind: warmup}
+      - repeat: 6
+        intervals:
+          - {kind: work, distance: 1km, pace: "4:20-4:50/km"}
+          - {kind: recovery, duration: 60s}
+      - {kind: cooldown}
+  - date: 2020-05-01
+    name: 4 x 2:30 on the track
+    intervals:
+      - {kind: warmup, duration: 6min}
+      - repeat: 3
+        intervals:
+          - {kind: work, duration: "2:30", pace: "3:50-4:05/km"}
+          - {kind: recovery, duration: 2min}
+      - {kind: work, duration: "2:30", pace: "3:50-4:05/km"}
+      - {kind: cooldown, duration: 6min}
+  - date: 2020-05-03
+    name: recovery run (not done)
+    intervals:
+      - {kind: work, duration: 40min, hr: 130-145}
+"""
+
+LONG_RUN = {
+    "workoutId": 555,
+    "workoutName": "10 km steady",
+    "sport": "RUNNING",
+    "segments": [
+        {
+            "segmentOrder": 1,
+            "sport": "RUNNING",
+            "steps": [
+                {
+                    "type": "WorkoutStep",
+                    "stepOrder": 1,
+                    "intensity": "WARMUP",
+                    "durationType": "DISTANCE",
+                    "durationValue": 1609,
+                    "durationValueType": "METER",
+                    "targetType": "OPEN",
+                },
+                {
+                    "type": "WorkoutStep",
+                    "stepOrder": 2,
+                    "intensity": "ACTIVE",
+                    "durationType": "DISTANCE",
+                    "durationValue": 8000,
+                    "durationValueType": "METER",
+                    "targetType": "PACE",
+                    "targetValueLow": 3.03,
+                    "targetValueHigh": 3.45,
+                },
+                {
+                    "type": "WorkoutStep",
+                    "stepOrder": 3,
+                    "intensity": "COOLDOWN",
+                    "durationType": "OPEN",
+                    "targetType": "OPEN",
+                },
+            ],
+        }
+    ],
+}
+
+
 def main(shared_data: Path) -> None:
     shutil.rmtree(HERE, ignore_errors=True)
     push = HERE / "garmin" / "push"
@@ -66,6 +137,26 @@ def main(shared_data: Path) -> None:
         }
         for name, body in bodies.items():
             (folder / f"{name}.json").write_text(json.dumps(body, separators=(",", ":")))
+    # Plans: one a coach wrote by hand, one as Garmin Training API workout + schedule.
+    plans = HERE / "plans"
+    (plans / "demo-runner").mkdir(parents=True, exist_ok=True)
+    (plans / "demo-runner" / "track-block.yaml").write_text(RUNNER_PLAN)
+    (plans / "demo-api-athlete" / "workouts").mkdir(parents=True, exist_ok=True)
+    (plans / "demo-api-athlete" / "schedules").mkdir(parents=True, exist_ok=True)
+    workout = json.loads(
+        (shared_data / "garmin" / "synthetic_training_workout_v2_run_intervals.json").read_text()
+    )
+    workout["workoutId"] = 123456789
+    (plans / "demo-api-athlete" / "workouts" / "6x800.json").write_text(json.dumps(workout))
+    (plans / "demo-api-athlete" / "workouts" / "long-run.json").write_text(json.dumps(LONG_RUN))
+    (plans / "demo-api-athlete" / "schedules" / "2016-09.json").write_text(
+        json.dumps(
+            [
+                {"workoutId": 555, "date": "2016-09-25"},
+                {"workoutId": 123456789, "date": "2016-09-27"},
+            ]
+        )
+    )
     # One broken delivery, to show quarantine at work.
     (push / "2026-01-03").mkdir(parents=True, exist_ok=True)
     (push / "2026-01-03" / "truncated-delivery.json").write_text('{"dailies": [{"userId": "x"')

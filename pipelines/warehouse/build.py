@@ -28,6 +28,10 @@ MODELS = (
     "epochs",
     "wellness_timeseries",
     "users",
+    "planned_sessions",
+    "planned_steps",
+    "plan_matches",
+    "plan_interval_matches",
     "quarantine",
 )
 
@@ -54,6 +58,10 @@ def silver_parameters(layout: LakeLayout) -> dict[str, str]:
         "garmin_sleeps",
         "garmin_epochs",
         "garmin_timeseries",
+        "planned_sessions",
+        "planned_steps",
+        "plan_matches",
+        "plan_interval_matches",
     )
     return {name: str(layout.silver_path(name)) for name in names}
 

@@ -1,0 +1,246 @@
+"""Planned sessions and steps: schemas, and the small grammar coaches write targets in.
+
+Targets are stored as speed ranges in m/s (pace is its reciprocal: a *faster* pace is a *higher*
+speed) or heart-rate ranges in bpm, so matching compares one kind of number.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date
+
+import polars as pl
+
+
+class PlanError(ValueError):
+    """A plan that cannot be used, with the reason."""
+
+
+PLANNED_SESSION_SCHEMA: dict[str, pl.DataType] = {
+    "planned_session_id": pl.String(),
+    "user_id": pl.String(),
+    "plan_id": pl.String(),
+    "source": pl.String(),  # native | garmin_workout
+    "workout_id": pl.String(),
+    "planned_date": pl.Date(),
+    "sport": pl.String(),
+    "name": pl.String(),
+    "n_steps": pl.Int64(),
+    "planned_duration_s": pl.Float64(),  # sum over steps with a duration (and estimated ones)
+    "planned_distance_m": pl.Float64(),
+}
+
+PLANNED_STEP_SCHEMA: dict[str, pl.DataType] = {
+    "planned_session_id": pl.String(),
+    "step_index": pl.Int64(),  # 0-based, repeats unrolled, in execution order
+    "definition_index": pl.Int64(),  # index of the step in the written plan (not unrolled)
+    "repeat_iteration": pl.Int64(),  # 0-based iteration inside its repeat block (0 if none)
+    "kind": pl.String(),  # warmup | work | recovery | rest | cooldown | active | other
+    "name": pl.String(),
+    "duration_type": pl.String(),  # time | distance | open
+    "planned_duration_s": pl.Float64(),
+    "planned_distance_m": pl.Float64(),
+    "target_type": pl.String(),  # speed | heart_rate | open
+    "target_low": pl.Float64(),  # m/s for speed (pace targets too), bpm for heart_rate
+    "target_high": pl.Float64(),
+    "target_zone": pl.Int64(),  # a heart-rate zone number when no range is given
+}
+
+
+@dataclass
+class Step:
+    kind: str
+    duration_type: str
+    duration_s: float | None = None
+    distance_m: float | None = None
+    target_type: str = "open"
+    target_low: float | None = None
+    target_high: float | None = None
+    target_zone: int | None = None
+    name: str | None = None
+
+
+@dataclass
+class Repeat:
+    times: int
+    steps: list[Step | Repeat] = field(default_factory=list)
+
+
+@dataclass
+class PlannedSession:
+    planned_session_id: str
+    plan_id: str
+    source: str
+    planned_date: date
+    sport: str
+    name: str | None
+    steps: list[Step | Repeat]
+    workout_id: str | None = None
+
+
+KIND_ALIASES = {
+    "warmup": "warmup",
+    "warm_up": "warmup",
+    "warm-up": "warmup",
+    "work": "work",
+    "interval": "work",
+    "active": "work",
+    "main": "work",
+    "recovery": "recovery",
+    "recover": "recovery",
+    "jog": "recovery",
+    "rest": "rest",
+    "cooldown": "cooldown",
+    "cool_down": "cooldown",
+    "cool-down": "cooldown",
+    "other": "other",
+}
+
+_DURATION = re.compile(
+    r"^\s*(\d+(?:\.\d+)?)\s*(h|hr|hours?|min|mins|minutes?|m|s|sec|secs|seconds?)\s*$", re.I
+)
+_CLOCK = re.compile(r"^\s*(?:(\d+):)?(\d{1,2}):(\d{2})\s*$")
+_DISTANCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(km|m|mi|miles?)\s*$", re.I)
+_PACE = re.compile(r"(\d{1,2}):(\d{2})")
+
+
+def parse_duration(value: object) -> float:
+    """``90`` (s), ``"90s"``, ``"10min"``, ``"1h"``, ``"1:30:00"``, ``"4:30"`` (m:ss)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    if isinstance(value, str):
+        if m := _DURATION.match(value):
+            number, unit = float(m.group(1)), m.group(2).lower()
+            factor = 3600 if unit.startswith("h") else 60 if unit.startswith("m") else 1
+            if number > 0:
+                return number * factor
+        if m := _CLOCK.match(value):
+            hours, minutes, seconds = int(m.group(1) or 0), int(m.group(2)), int(m.group(3))
+            total = hours * 3600 + minutes * 60 + seconds
+            if total > 0:
+                return float(total)
+    raise PlanError(f"duration {value!r} is not understood (use e.g. 90s, 10min, 1:30:00)")
+
+
+def parse_distance(value: object) -> float:
+    """``400`` (m), ``"400m"``, ``"1.5km"``, ``"1mi"``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    if isinstance(value, str) and (m := _DISTANCE.match(value)):
+        number, unit = float(m.group(1)), m.group(2).lower()
+        factor = 1000.0 if unit == "km" else 1609.344 if unit.startswith("mi") else 1.0
+        if number > 0:
+            return number * factor
+    raise PlanError(f"distance {value!r} is not understood (use e.g. 400m, 1.5km)")
+
+
+def parse_pace(value: str) -> tuple[float, float]:
+    """``"5:20/km"`` or ``"4:00-4:10/km"`` (also ``/mi``) → speed range (low, high) in m/s."""
+    text = value.strip().lower()
+    unit = 1609.344 if text.endswith("/mi") else 1000.0
+    if not (text.endswith("/km") or text.endswith("/mi")):
+        raise PlanError(f"pace {value!r} needs a unit: /km or /mi (e.g. 4:00-4:10/km)")
+    paces = [int(a) * 60 + int(b) for a, b in _PACE.findall(text)]
+    if len(paces) not in (1, 2) or min(paces) <= 0:
+        raise PlanError(f"pace {value!r} is not understood (use e.g. 5:20/km or 4:00-4:10/km)")
+    speeds = sorted(unit / p for p in paces)
+    return speeds[0], speeds[-1]
+
+
+def parse_speed(value: object) -> tuple[float, float]:
+    """``3.5`` (m/s), ``"3.2-3.5 m/s"``, ``"30-32 km/h"``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value), float(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        factor = 1 / 3.6 if text.endswith("km/h") else 1.0
+        numbers = [float(x) for x in re.findall(r"\d+(?:\.\d+)?", text)]
+        if numbers and (text.endswith("m/s") or text.endswith("km/h")) and len(numbers) <= 2:
+            speeds = sorted(n * factor for n in numbers)
+            return speeds[0], speeds[-1]
+    raise PlanError(f"speed {value!r} is not understood (use e.g. 3.5 m/s or 30-32 km/h)")
+
+
+def parse_hr(value: object) -> tuple[float, float]:
+    """``150`` or ``"150-160"`` (bpm)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value), float(value)
+    if isinstance(value, str):
+        numbers = [float(x) for x in re.findall(r"\d+(?:\.\d+)?", value)]
+        if 1 <= len(numbers) <= 2 and all(30 <= n <= 240 for n in numbers):
+            return min(numbers), max(numbers)
+    raise PlanError(f"heart rate {value!r} is not understood (use e.g. 150-160)")
+
+
+def unroll(session: PlannedSession) -> list[dict]:
+    """Steps in execution order, repeats expanded."""
+    rows: list[dict] = []
+    counter = iter(range(10_000))
+    definition_index: dict[int, int] = {}
+
+    def index_of(step: Step) -> int:
+        key = id(step)
+        if key not in definition_index:
+            definition_index[key] = next(counter)
+        return definition_index[key]
+
+    def walk(items: list[Step | Repeat], iteration: int) -> None:
+        for item in items:
+            if isinstance(item, Repeat):
+                for i in range(item.times):
+                    walk(item.steps, i)
+            else:
+                rows.append(
+                    {
+                        "planned_session_id": session.planned_session_id,
+                        "step_index": len(rows),
+                        "definition_index": index_of(item),
+                        "repeat_iteration": iteration,
+                        "kind": item.kind,
+                        "name": item.name,
+                        "duration_type": item.duration_type,
+                        "planned_duration_s": item.duration_s,
+                        "planned_distance_m": item.distance_m,
+                        "target_type": item.target_type,
+                        "target_low": item.target_low,
+                        "target_high": item.target_high,
+                        "target_zone": item.target_zone,
+                    }
+                )
+
+    walk(session.steps, 0)
+    if len(rows) > 500:
+        raise PlanError(f"session {session.planned_session_id}: more than 500 steps once unrolled")
+    return rows
+
+
+def frames(user_id: str, sessions: list[PlannedSession]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(planned_sessions, planned_steps) for one plan file."""
+    session_rows, step_rows = [], []
+    for session in sessions:
+        steps = unroll(session)
+        if not steps:
+            raise PlanError(f"session {session.planned_session_id}: no intervals")
+        step_rows.extend(steps)
+        durations = [s["planned_duration_s"] for s in steps if s["planned_duration_s"]]
+        distances = [s["planned_distance_m"] for s in steps if s["planned_distance_m"]]
+        session_rows.append(
+            {
+                "planned_session_id": session.planned_session_id,
+                "user_id": user_id,
+                "plan_id": session.plan_id,
+                "source": session.source,
+                "workout_id": session.workout_id,
+                "planned_date": session.planned_date,
+                "sport": session.sport,
+                "name": session.name,
+                "n_steps": len(steps),
+                "planned_duration_s": sum(durations) if durations else None,
+                "planned_distance_m": sum(distances) if distances else None,
+            }
+        )
+    return (
+        pl.DataFrame(session_rows, schema=PLANNED_SESSION_SCHEMA),
+        pl.DataFrame(step_rows, schema=PLANNED_STEP_SCHEMA),
+    )
