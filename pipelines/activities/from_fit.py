@@ -155,6 +155,38 @@ def timer_from_events(samples: pl.LazyFrame, events: pl.LazyFrame) -> pl.LazyFra
     )
 
 
+def workout_steps(laps: pl.LazyFrame) -> pl.LazyFrame:
+    """Workout steps the watch ran: runs of consecutive laps with one ``wkt_step_index``
+    (a step can span several laps; a repeat visits the same index again later)."""
+    run = (
+        (pl.col("wkt_step_index") != pl.col("wkt_step_index").shift(1).over("session_id"))
+        .fill_null(True)
+        .cum_sum()
+        .over("session_id")
+    )
+    return (
+        laps.filter(pl.col("wkt_step_index").is_not_null())
+        .sort("session_id", "start_s")
+        .with_columns(run.alias("_run"))
+        .group_by("session_id", "_run")
+        .agg(
+            pl.col("start_s").min(),
+            pl.col("end_s").max(),
+            pl.col("wkt_step_index").first(),
+            pl.col("intensity").first(),
+            pl.col("device_distance_m").sum(),
+            pl.col("device_timer_s").sum(),
+            pl.col("device_elapsed_s").sum(),
+        )
+        .sort("session_id", "start_s")
+        .with_columns(
+            pl.lit("workout_step").alias("kind"),
+            pl.int_range(pl.len()).over("session_id").cast(pl.Int64).alias("interval_index"),
+        )
+        .drop("_run")
+    )
+
+
 def fit_activity_model(
     files: pl.LazyFrame,
     sessions: pl.LazyFrame,
@@ -193,6 +225,7 @@ def fit_activity_model(
         pl.col("total_timer_time_s").alias("device_timer_s"),
         pl.col("total_elapsed_time_s").alias("device_elapsed_s"),
     )
+    bounds = pl.concat([bounds, workout_steps(bounds)], how="diagonal_relaxed")
 
     model_sessions = spans.select(
         "session_id",
