@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import polars as pl
 
+from pipelines.intervals.grouped import KEY, bfill, cumsum, ffill, int_key, next_, prev
+
 CUMULATIVE = ("distance_m", "timer_s", "elevation_m")
 HELD = ("hr_bpm", "speed_mps", "cadence", "power_w")
 SAMPLE_COLUMNS = ("session_id", "t_s", *CUMULATIVE, *HELD)
 
 TARGET_COLUMNS = ("target_type", "target_low", "target_high")
+GROUP = "_group"  # integer id of one (session, kind) stream
 
 # A distance drop larger than this is a device reset, not GPS noise.
 RESET_TOLERANCE_M = 1.0
@@ -76,29 +79,24 @@ def clean_samples(samples: pl.LazyFrame) -> pl.LazyFrame:
       rising;
     - a session with no distance at all but speed gets distance by integrating the held speed.
     """
-    by = "session_id"
     ordered = (
         _ensure_columns(samples)
         .filter(pl.col("t_s").is_not_null())
-        .sort(by, "t_s", maintain_order=True)
-        .unique(subset=[by, "t_s"], keep="last", maintain_order=True)
+        .with_columns(int_key("session_id").alias(KEY))
+        .sort(KEY, "t_s", maintain_order=True)
     )
-    previous = pl.col("distance_m").forward_fill().shift(1).over(by)
+    # Several samples at one instant: keep the last one delivered.
+    duplicate = (pl.col(KEY) == pl.col(KEY).shift(-1)) & (pl.col("t_s") == pl.col("t_s").shift(-1))
+    ordered = ordered.filter(~duplicate.fill_null(False))
+    previous = prev(ffill(pl.col("distance_m")))
     # After a reset the odometer counts from zero again: continue from the last reading.
     reset = (pl.col("distance_m") - previous) < -RESET_TOLERANCE_M
-    rebased = pl.col("distance_m") + (
-        pl.when(reset).then(previous).otherwise(0.0).cum_sum().over(by)
+    rebased = pl.col("distance_m") + cumsum(pl.when(reset).then(previous).otherwise(0.0))
+    integrated = cumsum(
+        prev(pl.col("speed_mps")).fill_null(0.0) * (pl.col("t_s") - prev(pl.col("t_s")))
     )
-    integrated = (
-        (
-            (pl.col("speed_mps").shift(1).over(by).fill_null(0.0))
-            * (pl.col("t_s") - pl.col("t_s").shift(1).over(by)).fill_null(0.0)
-        )
-        .cum_sum()
-        .over(by)
-    )
-    has_distance = pl.col("distance_m").is_not_null().any().over(by)
-    has_speed = pl.col("speed_mps").is_not_null().any().over(by)
+    has_distance = pl.col("distance_m").is_not_null().any().over(KEY)
+    has_speed = pl.col("speed_mps").is_not_null().any().over(KEY)
     return ordered.with_columns(
         pl.when(has_distance)
         .then(rebased)
@@ -106,29 +104,29 @@ def clean_samples(samples: pl.LazyFrame) -> pl.LazyFrame:
         .then(integrated)
         .otherwise(None)
         .alias("distance_m"),
-    )
+    ).drop(KEY)
 
 
 def _with_valid_neighbours(samples: pl.LazyFrame) -> pl.LazyFrame:
     """For each cumulative column: the last valid (time, value) at or before each sample and the
-    first valid one at or after it, so gaps in one column (GPS loss) don't poison the others."""
-    by = "session_id"
+    first valid one at or after it, so gaps in one column (GPS loss) don't poison the others.
+    ``samples`` must be sorted by (KEY, t_s)."""
     exprs = []
     for c in CUMULATIVE:
         valid_t = pl.when(pl.col(c).is_not_null()).then(pl.col("t_s"))
         exprs += [
-            valid_t.forward_fill().over(by).alias(f"{c}__lo_t"),
-            pl.col(c).forward_fill().over(by).alias(f"{c}__lo"),
-            valid_t.backward_fill().over(by).alias(f"{c}__hi_t"),
-            pl.col(c).backward_fill().over(by).alias(f"{c}__hi"),
+            ffill(valid_t).alias(f"{c}__lo_t"),
+            ffill(pl.col(c)).alias(f"{c}__lo"),
+            bfill(valid_t).alias(f"{c}__hi_t"),
+            bfill(pl.col(c)).alias(f"{c}__hi"),
         ]
     # Device speed where distance is valid: the slopes for the speed-aware distance estimate.
     speed_there = pl.when(pl.col("distance_m").is_not_null()).then(
         pl.col("speed_mps").clip(lower_bound=0.0)
     )
     exprs += [
-        speed_there.forward_fill().over(by).alias("distance_m__lo_v"),
-        speed_there.backward_fill().over(by).alias("distance_m__hi_v"),
+        ffill(speed_there).alias("distance_m__lo_v"),
+        bfill(speed_there).alias("distance_m__hi_v"),
     ]
     return samples.with_columns(exprs)
 
@@ -153,30 +151,31 @@ def interpolate_at(samples: pl.LazyFrame, instants: pl.LazyFrame) -> pl.LazyFram
     ride along). Adds the CUMULATIVE and HELD columns plus ``interpolated`` (no sample exactly
     there), ``out_of_range`` (before the first or after the last sample) and ``bracket_gap_s``
     (time between the samples around the instant)."""
-    prepared = _with_valid_neighbours(_ensure_columns(samples)).with_columns(
-        pl.col("t_s").alias("sample_t")
-    )
-    left = instants.sort("t_s")
-    prev = prepared.select(
-        "session_id",
+    prepared = _with_valid_neighbours(
+        _ensure_columns(samples).with_columns(int_key("session_id").alias(KEY)).sort(KEY, "t_s")
+    ).with_columns(pl.col("t_s").alias("sample_t"))
+    # join_asof with ``by`` needs each group sorted on the key, not one global sort.
+    left = instants.with_columns(int_key("session_id").alias(KEY)).sort(KEY, "t_s")
+    before = prepared.select(
+        KEY,
         "t_s",
         pl.col("sample_t").alias("prev_t"),
         *[pl.col(f"{c}__lo_t") for c in CUMULATIVE],
         *[pl.col(f"{c}__lo") for c in CUMULATIVE],
         pl.col("distance_m__lo_v"),
         *[pl.col(c).alias(f"{c}__held") for c in HELD],
-    ).sort("t_s")
-    nxt = prepared.select(
-        "session_id",
+    )
+    after = prepared.select(
+        KEY,
         "t_s",
         pl.col("sample_t").alias("next_t"),
         *[pl.col(f"{c}__hi_t") for c in CUMULATIVE],
         *[pl.col(f"{c}__hi") for c in CUMULATIVE],
         pl.col("distance_m__hi_v"),
-    ).sort("t_s")
+    )
     joined = left.join_asof(
-        prev, on="t_s", by="session_id", strategy="backward", check_sortedness=False
-    ).join_asof(nxt, on="t_s", by="session_id", strategy="forward", check_sortedness=False)
+        before, on="t_s", by=KEY, strategy="backward", check_sortedness=False
+    ).join_asof(after, on="t_s", by=KEY, strategy="forward", check_sortedness=False)
     t = pl.col("t_s")
     values = []
     for c in CUMULATIVE:
@@ -204,7 +203,7 @@ def interpolate_at(samples: pl.LazyFrame, instants: pl.LazyFrame) -> pl.LazyFram
     ).drop(
         [f"{c}__{x}" for c in CUMULATIVE for x in ("lo_t", "lo", "hi_t", "hi")]
         + [f"{c}__held" for c in HELD]
-        + ["distance_m__lo_v", "distance_m__hi_v"]
+        + ["distance_m__lo_v", "distance_m__hi_v", KEY]
     )
 
 
@@ -218,9 +217,10 @@ def interval_metrics(
     ``samples`` should come from :func:`clean_samples`. Intervals of one ``kind`` must not
     overlap within a session (laps, workout steps); different kinds may.
     """
-    keys = ["session_id", "kind"]
     # Optional targets (plan steps): time inside [target_low, target_high] of speed or HR.
     has_targets = set(TARGET_COLUMNS) <= set(intervals.collect_schema().names())
+    # One integer per (session, kind): everything below sorts, joins and groups on it.
+    group = (int_key("session_id") * (1 << 32) + int_key("kind")).alias(GROUP)
     spans = intervals.select(
         "session_id",
         "kind",
@@ -228,55 +228,52 @@ def interval_metrics(
         pl.col("start_s").cast(pl.Float64),
         pl.col("end_s").cast(pl.Float64),
         *([pl.col(c) for c in TARGET_COLUMNS] if has_targets else []),
-    )
+    ).with_columns(group)
     points = pl.concat(
         [
-            spans.select(*keys, pl.col("start_s").alias("t_s")),
-            spans.select(*keys, pl.col("end_s").alias("t_s")),
+            spans.select("session_id", GROUP, pl.col("start_s").alias("t_s")),
+            spans.select("session_id", GROUP, pl.col("end_s").alias("t_s")),
         ]
     ).unique()
     at_bounds = interpolate_at(samples, points)
 
     # The sample stream, split at every boundary: each segment [t, t_next) then lies inside one
     # interval and carries the values that hold over it.
-    kinds = spans.select(keys).unique()
-    sample_rows = samples.join(kinds, on="session_id").with_columns(
+    groups = spans.select("session_id", GROUP).unique()
+    sample_rows = samples.join(groups, on="session_id").with_columns(
         pl.lit(False).alias("is_boundary"),
         pl.lit(None, pl.Float64).alias("bracket_gap_s"),
     )
-    boundary_rows = at_bounds.select(
-        *keys, "t_s", *CUMULATIVE, *HELD, pl.lit(True).alias("is_boundary"), "bracket_gap_s"
-    )
-    columns = [*keys, "t_s", *CUMULATIVE, *HELD, "is_boundary", "bracket_gap_s"]
+    boundary_rows = at_bounds.with_columns(pl.lit(True).alias("is_boundary"))
+    columns = [GROUP, "t_s", *CUMULATIVE, *HELD, "is_boundary", "bracket_gap_s"]
     stream = pl.concat([sample_rows.select(columns), boundary_rows.select(columns)]).sort(
-        [*keys, "t_s", "is_boundary"]
+        [GROUP, "t_s", "is_boundary"]
     )
-    by = keys
+
+    def step(column: str) -> pl.Expr:
+        return next_(pl.col(column), GROUP) - pl.col(column)
+
     real_t = pl.when(~pl.col("is_boundary")).then(pl.col("t_s"))
     stream = stream.with_columns(
-        (pl.col("t_s").shift(-1).over(by) - pl.col("t_s")).alias("dt"),
-        (pl.col("timer_s").shift(-1).over(by) - pl.col("timer_s")).alias("dtimer"),
-        (pl.col("elevation_m").shift(-1).over(by) - pl.col("elevation_m")).alias("delev"),
-        (pl.col("distance_m").shift(-1).over(by) - pl.col("distance_m")).alias("ddist"),
-        real_t.shift(-1).backward_fill().over(by).alias("next_real_t"),
+        step("t_s").alias("dt"),
+        step("timer_s").alias("dtimer"),
+        step("elevation_m").alias("delev"),
+        step("distance_m").alias("ddist"),
+        bfill(next_(real_t, GROUP), GROUP).alias("next_real_t"),
     ).with_columns(
         pl.when(pl.col("is_boundary"))
         .then(pl.col("bracket_gap_s"))
         .otherwise(pl.col("next_real_t") - pl.col("t_s"))
         .alias("gap_s"),
     )
-    assigned = (
-        stream.sort("t_s")
-        .join_asof(
-            spans.sort("start_s"),
-            left_on="t_s",
-            right_on="start_s",
-            by=keys,
-            strategy="backward",
-            check_sortedness=False,
-        )
-        .filter(pl.col("t_s") < pl.col("end_s"))
-    )
+    assigned = stream.join_asof(
+        spans.drop("session_id", "kind").sort(GROUP, "start_s"),
+        left_on="t_s",
+        right_on="start_s",
+        by=GROUP,
+        strategy="backward",
+        check_sortedness=False,
+    ).filter(pl.col("t_s") < pl.col("end_s"))
 
     dt = pl.col("dt").fill_null(0.0)
 
@@ -302,7 +299,7 @@ def interval_metrics(
     paused = (dt - pl.col("dtimer")).clip(lower_bound=0.0)
     # A pause is a run of segments where the timer (mostly) stood still; count run starts.
     in_pause = (paused > 0.5 * dt) & (dt > 0)
-    stats = assigned.group_by([*keys, "interval_index"]).agg(
+    stats = assigned.group_by(GROUP, "interval_index").agg(
         weighted("hr_bpm").alias("avg_hr"),
         pl.col("hr_bpm").max().alias("max_hr"),
         weighted("cadence").alias("avg_cadence"),
@@ -318,20 +315,17 @@ def interval_metrics(
         *([time_in_target(dt, paused)] if has_targets else []),
     )
 
-    bound_values = at_bounds.select(*keys, "t_s", *CUMULATIVE, "interpolated", "out_of_range")
-    start = bound_values.rename(
-        {c: f"start_{c}" for c in (*CUMULATIVE, "interpolated", "out_of_range")}
-    ).rename({"t_s": "start_s"})
-    end = bound_values.rename(
-        {c: f"end_{c}" for c in (*CUMULATIVE, "interpolated", "out_of_range")}
-    ).rename({"t_s": "end_s"})
+    bound_values = at_bounds.select(GROUP, "t_s", *CUMULATIVE, "interpolated", "out_of_range")
+    renamed = (*CUMULATIVE, "interpolated", "out_of_range")
+    start = bound_values.rename({c: f"start_{c}" for c in renamed} | {"t_s": "start_s"})
+    end = bound_values.rename({c: f"end_{c}" for c in renamed} | {"t_s": "end_s"})
     elapsed = pl.col("end_s") - pl.col("start_s")
     timer = pl.col("end_timer_s") - pl.col("start_timer_s")
     distance = pl.col("end_distance_m") - pl.col("start_distance_m")
     return (
-        spans.join(start, on=[*keys, "start_s"], how="left")
-        .join(end, on=[*keys, "end_s"], how="left")
-        .join(stats, on=[*keys, "interval_index"], how="left")
+        spans.join(start, on=[GROUP, "start_s"], how="left")
+        .join(end, on=[GROUP, "end_s"], how="left")
+        .join(stats, on=[GROUP, "interval_index"], how="left")
         .with_columns(
             elapsed.alias("elapsed_s"),
             pl.coalesce(timer, elapsed).alias("timer_s"),
