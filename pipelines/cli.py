@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import shutil
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from pipelines.fit.importer import ImportProblem, import_fit
 from pipelines.settings import Settings
 
 EXAMPLE_QUERY = (
@@ -52,8 +54,9 @@ def _instance():
             yield instance
 
 
-def run_pipeline(settings: Settings, out=sys.stdout, log_level: str = "WARNING") -> bool:
+def run_pipeline(settings: Settings, out=None, log_level: str = "WARNING") -> bool:
     """Materialize every asset through the code location's definitions; print a summary."""
+    out = out or sys.stdout
     from pipelines.definitions import build_definitions
 
     defs = build_definitions(settings)
@@ -74,7 +77,8 @@ def run_pipeline(settings: Settings, out=sys.stdout, log_level: str = "WARNING")
     return True
 
 
-def print_summary(settings: Settings, checks, out=sys.stdout) -> None:
+def print_summary(settings: Settings, checks, out=None) -> None:
+    out = out or sys.stdout
     with duckdb.connect(str(settings.duckdb), read_only=True) as con:
         tables = con.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
@@ -123,8 +127,43 @@ def copy_sample_data(landing: Path) -> int:
     return copied
 
 
-def run_query(settings: Settings, query: str, out=sys.stdout) -> int:
+def _progress(count: int, where: str) -> None:
+    name = where.rsplit("/", 1)[-1][-50:]
+    print(f"\r  scanning: {count:>6} files  {name:<50}", end="", file=sys.stderr, flush=True)
+
+
+def run_import(settings: Settings, source: Path, user_id: str, out=None) -> int:
+    out = out or sys.stdout
+    try:
+        report = import_fit(source, settings.landing, user_id, progress=_progress)
+    except ImportProblem as exc:
+        print(f"wearhouse import: {exc}", file=sys.stderr)
+        return 2
+    print(file=sys.stderr)
+    ok = run_pipeline(settings, out=io.StringIO())
+    quarantined = []
+    if ok and report.imported:
+        with duckdb.connect(str(settings.duckdb), read_only=True) as con:
+            quarantined = con.execute(
+                "SELECT input_path, reason FROM quarantine WHERE list_contains(?, input_path)",
+                [report.imported],
+            ).fetchall()
+    print(
+        f"wearhouse import: {report.found} FIT files found, {len(report.imported)} imported, "
+        f"{report.duplicates} duplicates, {len(quarantined)} quarantined, "
+        f"{len(report.skipped)} unreadable",
+        file=out,
+    )
+    for path, reason in quarantined:
+        print(f"  quarantined {path}: {reason}", file=out)
+    for problem in report.skipped:
+        print(f"  unreadable {problem}", file=out)
+    return 0 if ok else 1
+
+
+def run_query(settings: Settings, query: str, out=None) -> int:
     """Print a query's result as an aligned table (read-only: runs can go on meanwhile)."""
+    out = out or sys.stdout
     if not settings.duckdb.exists():
         print(f"no warehouse at {settings.duckdb}: run `wearhouse run` first", file=sys.stderr)
         return 1
@@ -144,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     _add_location_options(run)
     demo = commands.add_parser("demo", help="copy the bundled sample data to landing and run")
     _add_location_options(demo)
+    imp = commands.add_parser(
+        "import", help="import a folder of FIT files or a Garmin Connect export zip, then run"
+    )
+    imp.add_argument("path", type=Path, help="folder, .fit/.fit.gz file, or export .zip")
+    imp.add_argument("--user", required=True, help="the athlete's user id")
+    _add_location_options(imp)
     sql = commands.add_parser("sql", help="run a read-only SQL query on the warehouse")
     sql.add_argument("query")
     _add_location_options(sql)
@@ -152,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = _settings(args)
     if args.command == "sql":
         return run_query(settings, args.query)
+    if args.command == "import":
+        return run_import(settings, args.path, args.user)
     if args.command == "demo":
         copied = copy_sample_data(settings.landing)
         print(f"wearhouse demo: {copied} sample files copied into {settings.landing}")

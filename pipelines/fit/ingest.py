@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
-from pipelines.fit.decode import FitUnusable, decode_fit
+from pipelines.fit.decode import FitDecoded, FitUnusable, decode_fit
 from pipelines.lake.layout import LakeLayout
 from pipelines.lake.quarantine import QuarantineBatch
 from pipelines.lake.stage import mark_processed, pending_files, with_lineage, write_bronze
@@ -45,22 +49,57 @@ class FitIngestReport:
     damaged_files: int = 0  # decoded in part (CRC mismatch, truncated, …)
 
 
-def ingest_fit_files(landing: Path, layout: LakeLayout) -> FitIngestReport:
+def _decode_path(path: str) -> FitDecoded | str:
+    """Worker: decode one file; a string is the reason it is unusable."""
+    try:
+        return decode_fit(Path(path).read_bytes())
+    except FitUnusable as exc:
+        return str(exc)
+
+
+def fit_workers() -> int:
+    """Decoding processes: WEARHOUSE_FIT_WORKERS, else one per core (at most 8)."""
+    configured = os.environ.get("WEARHOUSE_FIT_WORKERS")
+    if configured and configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def decode_all(paths: list[str], workers: int) -> Iterator[FitDecoded | str]:
+    """Decode in parallel processes (fitdecode is pure Python: one core per file), in order.
+
+    Small batches decode inline: starting processes costs more than it saves."""
+    if workers <= 1 or len(paths) < 4:
+        yield from map(_decode_path, paths)
+        return
+    # spawn, not fork: the parent runs Polars' thread pool, which does not survive a fork.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield from pool.map(_decode_path, paths, chunksize=1)
+
+
+def ingest_fit_files(
+    landing: Path, layout: LakeLayout, workers: int | None = None
+) -> FitIngestReport:
     report = FitIngestReport()
-    for file_row in pending_files(layout, "fit", STAGE).iter_rows(named=True):
+    pending = list(pending_files(layout, "fit", STAGE).iter_rows(named=True))
+    decodable = [row for row in pending if not row["problem"]]
+    results = dict(
+        zip(
+            (row["sha256"] for row in decodable),
+            decode_all(
+                [str(landing / row["path"]) for row in decodable],
+                fit_workers() if workers is None else workers,
+            ),
+            strict=True,
+        )
+    )
+    for file_row in pending:
         report.files += 1
         quarantine = QuarantineBatch(file_row["path"], file_row["sha256"], STAGE)
-        if file_row["problem"]:
-            outcome = file_row["problem"]
-            decoded = None
-        else:
-            try:
-                decoded = decode_fit((landing / file_row["path"]).read_bytes())
-                outcome = None
-            except FitUnusable as exc:
-                decoded, outcome = None, str(exc)
-        if decoded is None:
-            quarantine.add(outcome or "unusable")
+        decoded = results.get(file_row["sha256"], file_row["problem"])
+        if not isinstance(decoded, FitDecoded):
+            quarantine.add(decoded or "unusable")
             quarantine.write(layout)
             for table in TABLES:
                 write_bronze(layout, table, file_row["sha256"], pl.DataFrame())
