@@ -107,9 +107,23 @@ def test_demo_api_laps_match_the_device_laps_of_the_same_run(demo_home):
     assert sum(r[0] for r in rows) == pytest.approx(sum(device), rel=0.005)
 
 
-def test_gold_parquet_written(demo_home):
-    for table in ("sessions", "intervals"):
-        assert (demo_home.lake / "gold" / table / f"{table}.parquet").exists()
+def test_gold_parquet_partitioned_by_month_and_equal_to_the_warehouse(demo_home):
+    import polars as pl
+
+    for table in ("sessions", "intervals", "plan_matches"):
+        folder = demo_home.lake / "gold" / table
+        assert any(p.name.startswith("month=") for p in folder.iterdir())
+        gold = pl.scan_parquet(folder / "**" / "*.parquet", hive_partitioning=True).collect()
+        (rows,) = query(demo_home, f"SELECT count(*) FROM {table}")[0]
+        assert gold.height == rows
+    views = {
+        r[0] for r in query(demo_home, "SELECT view_name FROM duckdb_views() WHERE NOT internal")
+    }
+    assert {"weekly_volume", "training_load", "weekly_compliance"} <= views
+    (comment,) = query(
+        demo_home, "SELECT comment FROM duckdb_tables() WHERE table_name = 'intervals'"
+    )[0]
+    assert "exact boundary" in comment
 
 
 def test_run_twice_leaves_identical_tables(settings):

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from pipelines.lake.io import write_parquet_atomic
+from pipelines.lake.io import write_partitioned_atomic
 from pipelines.lake.layout import LakeLayout
 
 # Build order: a model may read tables built before it.
@@ -34,6 +34,9 @@ MODELS = (
     "plan_interval_matches",
     "quarantine",
 )
+
+# Analyst views and COMMENT ON statements, run after the models.
+EXTRAS = ("views", "comments")
 
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -82,6 +85,9 @@ def build_warehouse(
     try:
         for model in models:
             run_model(con, folder / f"{model}.sql", params)
+        # Views and descriptions take no parameters; they need every table above.
+        for extra in EXTRAS:
+            con.execute((folder / f"{extra}.sql").read_text())
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -115,6 +121,30 @@ def table_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
     return con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]
 
 
+# Gold tables are hive-partitioned by month of this column (rows sorted by user inside), so a
+# dashboard reading one month touches one folder and one user's rows prune by statistics.
+GOLD_MONTH_COLUMN = {
+    "sessions": "start_time_utc",
+    "intervals": "start_time_utc",
+    "samples": "time_utc",
+    "daily_summaries": "calendar_date",
+    "sleep_sessions": "calendar_date",
+    "epochs": "start_time_utc",
+    "wellness_timeseries": "time_utc",
+    "planned_sessions": "planned_date",
+    "plan_matches": "planned_date",
+    "plan_interval_matches": "start_time_utc",
+}
+
+
 def export_gold(con: duckdb.DuckDBPyConnection, layout: LakeLayout, table: str) -> Path:
+    """Replace ``gold/<table>/`` as a whole (built beside it, then swapped in)."""
     frame = pl.from_arrow(con.sql(f'SELECT * FROM "{table}"').to_arrow_table())
-    return write_parquet_atomic(frame, layout.gold_dir(table) / f"{table}.parquet")
+    month_of = GOLD_MONTH_COLUMN.get(table)
+    if month_of is None:
+        return write_partitioned_atomic(frame, layout.gold_dir(table), [])
+    sort_by = [c for c in ("user_id", month_of) if c in frame.columns]
+    frame = frame.with_columns(
+        pl.col(month_of).dt.strftime("%Y-%m").fill_null("unknown").alias("month")
+    ).sort(sort_by, nulls_last=True)
+    return write_partitioned_atomic(frame, layout.gold_dir(table), ["month"])
