@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import io
 import os
 import shutil
@@ -54,9 +55,31 @@ def _instance():
             yield instance
 
 
+@contextmanager
+def _exclusive_run(settings: Settings):
+    """One run at a time per lake: a second `wearhouse run` waits for the first (runs launched
+    by the Dagster daemon are serialized by the run queue instead, see README)."""
+    settings.lake.mkdir(parents=True, exist_ok=True)
+    with (settings.lake / ".wearhouse-run.lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("wearhouse: another run is using this lake; waiting…", file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run_pipeline(settings: Settings, out=None, log_level: str = "WARNING") -> bool:
     """Materialize every asset through the code location's definitions; print a summary."""
     out = out or sys.stdout
+    with _exclusive_run(settings):
+        return _run_pipeline(settings, out, log_level)
+
+
+def _run_pipeline(settings: Settings, out, log_level: str) -> bool:
     from pipelines.definitions import build_definitions
 
     defs = build_definitions(settings)

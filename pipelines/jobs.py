@@ -5,4 +5,6 @@ wearhouse_job = dg.define_asset_job(
     "wearhouse_job",
     selection=dg.AssetSelection.all(),
     description="Materialize the whole asset graph for what is in landing.",
+    # The run queue limits this tag to one run at a time (dagster.yaml.example).
+    tags={"wearhouse/lake": "default"},
 )
