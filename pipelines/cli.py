@@ -184,6 +184,17 @@ def run_import(settings: Settings, source: Path, user_id: str, out=None) -> int:
     return 0 if ok else 1
 
 
+def run_report(settings: Settings, out_path: Path | None, user_id: str | None) -> int:
+    from pipelines.report import write_report
+
+    if not settings.duckdb.exists():
+        print(f"no warehouse at {settings.duckdb}: run `wearhouse run` first", file=sys.stderr)
+        return 1
+    path = write_report(settings.duckdb, out_path or settings.home / "report.html", user_id)
+    print(f"wearhouse: report written to {path}")
+    return 0
+
+
 def run_query(settings: Settings, query: str, out=None) -> int:
     """Print a query's result as an aligned table (read-only: runs can go on meanwhile)."""
     out = out or sys.stdout
@@ -212,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("path", type=Path, help="folder, .fit/.fit.gz file, or export .zip")
     imp.add_argument("--user", required=True, help="the athlete's user id")
     _add_location_options(imp)
+    rep = commands.add_parser("report", help="write a self-contained HTML training report")
+    rep.add_argument("--user", help="only this athlete (default: everyone)")
+    rep.add_argument("--out", type=Path, help="output file (default: <home>/report.html)")
+    _add_location_options(rep)
     sql = commands.add_parser("sql", help="run a read-only SQL query on the warehouse")
     sql.add_argument("query")
     _add_location_options(sql)
@@ -222,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_query(settings, args.query)
     if args.command == "import":
         return run_import(settings, args.path, args.user)
+    if args.command == "report":
+        return run_report(settings, args.out, args.user)
     if args.command == "demo":
         copied = copy_sample_data(settings.landing)
         print(f"wearhouse demo: {copied} sample files copied into {settings.landing}")
