@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,6 +68,62 @@ RECORD_SCHEMA: dict[str, pl.DataType] = {
     "temperature_c": pl.Float64(),
 }
 
+# Everything else a record carried, beside its typed columns (joined on record_index).
+RECORD_FIELDS_SCHEMA: dict[str, pl.DataType] = {
+    "record_index": pl.Int64(),
+    "extra_json": pl.String(),  # other profile fields (running dynamics, balance, …)
+    "developer_json": pl.String(),  # developer fields (Stryd power, …) as name → value
+}
+
+# Fields of other message types, kept typed by the generic row builder below.
+DEVICE_SCHEMA: dict[str, pl.DataType] = {
+    "time_utc": TS,
+    "device_index": pl.String(),
+    "device_type": pl.String(),
+    "manufacturer": pl.String(),
+    "product": pl.String(),
+    "serial_number": pl.Int64(),
+    "software_version": pl.Float64(),
+    "battery_status": pl.String(),
+    "source_type": pl.String(),
+}
+WORKOUT_SCHEMA: dict[str, pl.DataType] = {
+    "wkt_name": pl.String(),
+    "sport": pl.String(),
+    "sub_sport": pl.String(),
+    "num_valid_steps": pl.Int64(),
+}
+WORKOUT_STEP_SCHEMA: dict[str, pl.DataType] = {
+    "message_index": pl.Int64(),
+    "wkt_step_name": pl.String(),
+    "intensity": pl.String(),
+    "duration_type": pl.String(),
+    "duration_time_s": pl.Float64(),
+    "duration_distance_m": pl.Float64(),
+    "duration_value": pl.Float64(),  # raw: repeat-from step, HR, calories … by duration_type
+    "target_type": pl.String(),
+    "target_value": pl.Float64(),
+    "custom_target_value_low": pl.Float64(),
+    "custom_target_value_high": pl.Float64(),
+    "notes": pl.String(),
+}
+LENGTH_SCHEMA: dict[str, pl.DataType] = {
+    "message_index": pl.Int64(),
+    "start_time_utc": TS,
+    "end_time_utc": TS,
+    "total_elapsed_time_s": pl.Float64(),
+    "total_timer_time_s": pl.Float64(),
+    "total_strokes": pl.Int64(),
+    "avg_speed_mps": pl.Float64(),
+    "swim_stroke": pl.String(),
+    "avg_swimming_cadence": pl.Float64(),
+    "length_type": pl.String(),
+}
+HRV_SCHEMA: dict[str, pl.DataType] = {
+    "hrv_index": pl.Int64(),  # order of the beat-to-beat interval in the file
+    "rr_s": pl.Float64(),
+}
+
 EVENT_SCHEMA: dict[str, pl.DataType] = {
     "time_utc": TS,
     "event": pl.String(),
@@ -100,6 +157,12 @@ class FitDecoded:
     laps: pl.DataFrame
     records: pl.DataFrame
     events: pl.DataFrame
+    record_fields: pl.DataFrame
+    device_info: pl.DataFrame
+    workouts: pl.DataFrame
+    workout_steps: pl.DataFrame
+    lengths: pl.DataFrame
+    hrv: pl.DataFrame
     integrity: str = "ok"
     problem: str | None = None
     tables: dict[str, pl.DataFrame] = field(init=False)
@@ -111,6 +174,12 @@ class FitDecoded:
             "fit_laps": self.laps,
             "fit_records": self.records,
             "fit_events": self.events,
+            "fit_record_fields": self.record_fields,
+            "fit_device_info": self.device_info,
+            "fit_workouts": self.workouts,
+            "fit_workout_steps": self.workout_steps,
+            "fit_lengths": self.lengths,
+            "fit_hrv": self.hrv,
         }
 
 
@@ -194,6 +263,9 @@ def decode_fit(raw: bytes) -> FitDecoded:
     records: list[dict] = []
     events: list[dict] = []
     activity_times: list[tuple[float | None, float | None]] = []  # (timestamp, local_timestamp)
+    generic: dict[str, list[dict]] = {table: [] for table, _, _ in _GENERIC.values()}
+    hrv: list[dict] = []
+    record_fields: list[dict] = []
     no_timestamp = 0
     integrity, problem = "ok", None
     with warnings.catch_warnings(record=True) as caught:
@@ -228,6 +300,9 @@ def decode_fit(raw: bytes) -> FitDecoded:
                                 "temperature_c": _num(_value(frame, "temperature")),
                             }
                         )
+                        leftovers = _leftovers(frame)
+                        if leftovers:
+                            record_fields.append({"record_index": len(records) - 1, **leftovers})
                     elif name == "lap":
                         laps.append(_summary_row(frame, clock, len(laps), "lap_index", LAP_SCHEMA))
                     elif name == "session":
@@ -253,6 +328,13 @@ def decode_fit(raw: bytes) -> FitDecoded:
                             "serial_number": _value(frame, "serial_number"),
                             "time_created_utc": clock(_value(frame, "time_created")),
                         }
+                    elif name in _GENERIC:
+                        table, schema, renames = _GENERIC[name]
+                        generic[table].append(_generic_row(frame, schema, renames, clock))
+                    elif name == "hrv":
+                        for rr in frame.get_value("time", fallback=None) or ():
+                            if isinstance(rr, (int, float)):
+                                hrv.append({"hrv_index": len(hrv), "rr_s": float(rr)})
                     elif name == "activity":
                         local = _value(frame, "local_timestamp")
                         activity_times.append(
@@ -299,6 +381,8 @@ def decode_fit(raw: bytes) -> FitDecoded:
     resolve(laps, ("start_time_utc", "end_time_utc"))
     resolve(sessions, ("start_time_utc", "end_time_utc"))
     resolve(events, ("time_utc",))
+    resolve(generic["device_info"], ("time_utc",))
+    resolve(generic["lengths"], ("start_time_utc", "end_time_utc"))
     if file_info:
         resolve([file_info], ("time_created_utc",))
     if clock.relative_seen and anchor is None:
@@ -322,9 +406,113 @@ def decode_fit(raw: bytes) -> FitDecoded:
         laps=_frame(laps, LAP_SCHEMA),
         records=_frame(records, RECORD_SCHEMA),
         events=_frame(events, EVENT_SCHEMA),
+        record_fields=pl.DataFrame(record_fields, schema=RECORD_FIELDS_SCHEMA),
+        device_info=_frame(generic["device_info"], DEVICE_SCHEMA),
+        workouts=_frame(generic["workouts"], WORKOUT_SCHEMA),
+        workout_steps=_frame(generic["workout_steps"], WORKOUT_STEP_SCHEMA),
+        lengths=_frame(generic["lengths"], LENGTH_SCHEMA),
+        hrv=pl.DataFrame(hrv, schema=HRV_SCHEMA),
         integrity=integrity,
         problem=problem,
     )
+
+
+# Record fields that have typed columns (everything else goes to extra_json).
+_RECORD_TYPED = frozenset(
+    {
+        "timestamp",
+        "distance",
+        "enhanced_speed",
+        "speed",
+        "heart_rate",
+        "cadence",
+        "power",
+        "enhanced_altitude",
+        "altitude",
+        "position_lat",
+        "position_long",
+        "temperature",
+    }
+)
+
+# message → (table, schema, {column: profile field names, first non-null wins})
+_GENERIC: dict[str, tuple[str, dict, dict[str, tuple[str, ...]]]] = {
+    "device_info": (
+        "device_info",
+        DEVICE_SCHEMA,
+        {
+            "time_utc": ("timestamp",),
+            "product": ("garmin_product", "product"),
+        },
+    ),
+    "workout": ("workouts", WORKOUT_SCHEMA, {}),
+    "workout_step": (
+        "workout_steps",
+        WORKOUT_STEP_SCHEMA,
+        {
+            "duration_time_s": ("duration_time",),
+            "duration_distance_m": ("duration_distance",),
+        },
+    ),
+    "length": (
+        "lengths",
+        LENGTH_SCHEMA,
+        {
+            "start_time_utc": ("start_time",),
+            "end_time_utc": ("timestamp",),
+            "total_elapsed_time_s": ("total_elapsed_time",),
+            "total_timer_time_s": ("total_timer_time",),
+            "avg_speed_mps": ("enhanced_avg_speed", "avg_speed"),
+        },
+    ),
+}
+
+
+def _plain(value: Any) -> Any:
+    """A field value as JSON can hold it."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _leftovers(frame: fitdecode.FitDataMessage) -> dict[str, str | None]:
+    """Record fields without a typed column, and developer fields, as JSON (nulls dropped);
+    empty when there are none."""
+    extra, developer = {}, {}
+    for data in frame.fields:
+        if data.value is None or data.name in _RECORD_TYPED:
+            continue
+        if isinstance(data.field_def, fitdecode.types.DevFieldDefinition):
+            developer[data.name] = _plain(data.value)
+        elif not data.name.startswith("unknown_"):
+            extra[data.name] = _plain(data.value)
+    if not (extra or developer):
+        return {}
+    return {
+        "extra_json": json.dumps(extra) if extra else None,
+        "developer_json": json.dumps(developer) if developer else None,
+    }
+
+
+def _generic_row(
+    frame: fitdecode.FitDataMessage, schema: dict, renames: dict, clock: _Clock
+) -> dict[str, Any]:
+    row = {}
+    for column, dtype in schema.items():
+        value = _value(frame, *renames.get(column, (column,)))
+        if dtype == TS:
+            row[column] = clock(value)
+        elif dtype == pl.String():
+            row[column] = _text(value)
+        elif dtype == pl.Int64():
+            row[column] = value if isinstance(value, int) and not isinstance(value, bool) else None
+        else:
+            row[column] = _num(value)
+    return row
 
 
 def _frame(rows: list[dict], schema: dict[str, pl.DataType]) -> pl.DataFrame:

@@ -18,7 +18,19 @@ from pipelines.lake.quarantine import QuarantineBatch
 from pipelines.lake.stage import mark_processed, pending_files, with_lineage, write_bronze
 
 STAGE = "fit"
-TABLES = ("fit_files", "fit_sessions", "fit_laps", "fit_records", "fit_events")
+TABLES = (
+    "fit_files",
+    "fit_sessions",
+    "fit_laps",
+    "fit_records",
+    "fit_events",
+    "fit_record_fields",
+    "fit_device_info",
+    "fit_workouts",
+    "fit_workout_steps",
+    "fit_lengths",
+    "fit_hrv",
+)
 # What an activityFiles ping said about the file (from its <name>.ping.json sidecar).
 LINK_SCHEMA: dict[str, pl.DataType] = {"activity_id": pl.Int64(), "ping_summary_id": pl.String()}
 
