@@ -3,6 +3,9 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from pipelines.lake.stage import pending_files
+from pipelines.resources import WearhouseLake
+
 # Laps of a session should add up to its distance; the device rounds and GPS drifts.
 LAP_SUM_TOLERANCE = 0.02
 # Share of lap boundaries allowed outside the sample stream before we call the data suspect.
@@ -118,4 +121,28 @@ def laps_agree_with_device_totals(duckdb: DuckDBResource) -> dg.AssetCheckResult
             "median_rel_error": float(median or 0.0),
             "p95_rel_error": float(p95 or 0.0),
         },
+    )
+
+
+@dg.asset_check(
+    asset="sessions",
+    description="Freshness: every landed file has been taken in by its stage (pings waiting "
+    "for a retry are reported, not failed).",
+)
+def landing_fully_ingested(lake: WearhouseLake) -> dg.AssetCheckResult:
+    waiting = {
+        stage: pending_files(lake.layout, kind, stage).height
+        for kind, stage in (
+            ("garmin_push", "garmin_push"),
+            ("garmin_fetched", "garmin_push"),
+            ("fit", "fit"),
+            ("plan", "plans"),
+            ("garmin_ping", "garmin_ping"),
+        )
+    }
+    stuck = sum(n for stage, n in waiting.items() if stage != "garmin_ping")
+    return dg.AssetCheckResult(
+        passed=stuck == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"files_waiting": waiting},
     )
