@@ -266,6 +266,7 @@ def decode_fit(raw: bytes) -> FitDecoded:
     generic: dict[str, list[dict]] = {table: [] for table, _, _ in _GENERIC.values()}
     hrv: list[dict] = []
     record_fields: list[dict] = []
+    settings_offset: int | None = None  # device_settings.time_zone_offset, a fallback
     no_timestamp = 0
     integrity, problem = "ok", None
     with warnings.catch_warnings(record=True) as caught:
@@ -331,6 +332,11 @@ def decode_fit(raw: bytes) -> FitDecoded:
                     elif name in _GENERIC:
                         table, schema, renames = _GENERIC[name]
                         generic[table].append(_generic_row(frame, schema, renames, clock))
+                    elif name == "device_settings":
+                        zone = frame.get_value("time_zone_offset", fallback=None)
+                        zone = zone[0] if isinstance(zone, tuple) and zone else zone
+                        if isinstance(zone, (int, float)) and settings_offset is None:
+                            settings_offset = round(zone * 3600)  # profile unit: hours
                     elif name == "hrv":
                         for rr in frame.get_value("time", fallback=None) or ():
                             if isinstance(rr, (int, float)):
@@ -367,6 +373,8 @@ def decode_fit(raw: bytes) -> FitDecoded:
             offset, offset_source = candidate, "activity.local_timestamp"
             break
         offset_source = "activity.local_timestamp implausible; ignored"
+    if offset is None and settings_offset is not None and abs(settings_offset) <= _MAX_OFFSET_S:
+        offset, offset_source = settings_offset, "device_settings.time_zone_offset"
     if clock.relative_seen and anchor is None:
         time_base = "device_relative_unanchored"
 
