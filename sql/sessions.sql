@@ -26,6 +26,8 @@ SELECT
     s.device,
     s.integrity,
     s.sources,
+    coalesce(s.is_multisport_parent, false) AS is_multisport_parent,
+    s.parent_summary_id,
     coalesce(l.n_laps, 0) AS n_laps,
     s.source_sha256
 FROM read_parquet($sessions) AS s

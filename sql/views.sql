@@ -12,6 +12,7 @@ SELECT
     round(sum(timer_s) / 3600, 3) AS timer_h,
     round(sum(elapsed_s) / 3600, 3) AS elapsed_h
 FROM sessions
+WHERE NOT is_multisport_parent  -- its legs are counted
 GROUP BY ALL
 ORDER BY user_id, week_start, sport;
 
@@ -32,6 +33,7 @@ daily AS (
         ) AS trimp
     FROM sessions AS s
     JOIN hr_max AS h USING (user_id)
+    WHERE NOT s.is_multisport_parent
     GROUP BY ALL
 ),
 days AS (

@@ -18,6 +18,8 @@ from pipelines.activities.model import (
 )
 
 _SUMMARY_COLUMNS = [
+    "is_parent",
+    "parent_summary_id",
     "user_id",
     "summary_id",
     "activity_id",
@@ -115,6 +117,8 @@ def garmin_activity_model(
         pl.col("max_hr_bpm").cast(pl.Float64).alias("max_hr"),
         pl.col("device_name").alias("device"),
         pl.lit("ok").alias("integrity"),
+        pl.col("is_parent").fill_null(False).alias("is_multisport_parent"),
+        "parent_summary_id",
         "last_sample_s",
     )
 

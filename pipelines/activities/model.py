@@ -27,6 +27,9 @@ SESSION_SCHEMA: dict[str, pl.DataType] = {
     "max_hr": pl.Float64(),
     "device": pl.String(),
     "integrity": pl.String(),
+    # Garmin multisport: the parent summarizes its legs, which are sessions of their own.
+    "is_multisport_parent": pl.Boolean(),
+    "parent_summary_id": pl.String(),
 }
 
 SAMPLE_SCHEMA: dict[str, pl.DataType] = {
