@@ -105,14 +105,22 @@ def print_summary(settings: Settings, checks, out=None) -> None:
     with duckdb.connect(str(settings.duckdb), read_only=True) as con:
         tables = con.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
-            "ORDER BY table_name"
+            "AND table_type = 'BASE TABLE' ORDER BY table_name"
         ).fetchall()
+        views = [
+            name
+            for (name,) in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+                "AND table_type = 'VIEW' ORDER BY table_name"
+            ).fetchall()
+        ]
         print(f"wearhouse: warehouse at {settings.duckdb}", file=out)
         print(f"  lake at {settings.lake}; landing at {settings.landing}", file=out)
         print("  rows per table:", file=out)
         for (table,) in tables:
             (rows,) = con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0]
             print(f"    {table:<20} {rows:>10,}", file=out)
+        print(f"  views: {', '.join(views)}", file=out)
         quarantined = con.execute(
             "SELECT input_path, stage, item_index, reason FROM quarantine ORDER BY input_path"
         ).fetchall()
