@@ -567,3 +567,35 @@ def test_crash_between_landing_and_recording_does_not_refetch(
     assert {r["status"] for r in rows} == {"fetched"}
     assert [garmin.hits(p) for p in paths] == [1] * 4  # never a 410 for our own download
     assert sum(r["reason"] == "already landed" for r in rows) == len(landed_before)
+
+
+def test_unreachable_network_pauses_fetching_until_the_next_run(tmp_path, settings):
+    """With Garmin unreachable, a run stops starting new items after a few network failures
+    (so a big batch cannot take hours) and leaves them pending for the next run."""
+    import socket
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: connections are refused
+    config = PingConfig(
+        route_hosts_for_tests={"apis.garmin.com": f"http://127.0.0.1:{port}"},
+        concurrency=1,
+        connect_timeout_s=0.5,
+        read_timeout_s=0.5,
+        total_timeout_s=1.0,
+        max_attempts=3,
+        backoff_base_s=0.01,
+        backoff_max_s=0.02,
+        network_failures_before_pause=2,
+    )
+    pings = [
+        land_ping(settings, f"p{i}", {"dailies": [summary_item(f"/d{i}", user=f"u{i}")]})
+        for i in range(10)
+    ]
+    layout = LakeLayout(settings.lake)
+    report = fetch_pings(settings.landing, layout, pings, config)
+    assert report.counts.get("deferred", 0) >= 8
+    assert not any(
+        outcome.complete for outcome in report.files if outcome.sha256 != pings[0].sha256
+    )

@@ -130,6 +130,9 @@ class PingConfig:
     total_timeout_s: float = 600.0  # per attempt, so a trickling server cannot hold a slot
     max_attempts: int = 4  # per item and run
     max_total_attempts: int = 12  # per item over all runs, then the failure is final
+    # Network unreachable (DNS, connect, timeouts) this many times in a row, with no answer in
+    # between: start no new item this run; the rest stays pending for the next run.
+    network_failures_before_pause: int = 6
     backoff_base_s: float = 1.0
     backoff_max_s: float = 30.0
     retry_after_cap_s: float = 120.0
@@ -610,6 +613,11 @@ class _Fetcher:
         self.crash: BaseException | None = None
         self._locks: dict[Path, asyncio.Lock] = {}
         self._client: httpx.AsyncClient | None = None
+        self.network_failures = 0  # consecutive, across items
+
+    @property
+    def network_down(self) -> bool:
+        return self.network_failures >= self.config.network_failures_before_pause
 
     # preparation
 
@@ -679,6 +687,9 @@ class _Fetcher:
         async with semaphore:
             if self.crash is not None:
                 return
+            if self.network_down:  # leave it pending: retried on the next run
+                self.report.count("deferred")
+                return
             try:
                 await self._process(ctx, task, row)
             except Exception as exc:
@@ -746,7 +757,11 @@ class _Fetcher:
             except (httpx.RequestError, TimeoutError) as exc:  # network, decoding, timeouts
                 detail = redact_text(str(exc), self.secrets)[:200]
                 last_reason, last_status = f"{type(exc).__name__} {detail}".strip(), None
+                self.network_failures += 1
+                if self.network_down:
+                    break
             else:
+                self.network_failures = 0
                 status = exchange.status
                 if exchange.landed:
                     return _Result(FETCHED, None, status, exchange.landed, attempts=attempts)
