@@ -36,5 +36,6 @@ def bronze_fit(lake: WearhouseLake) -> dg.MaterializeResult:
             "rows": report.rows,
             "quarantined_files": report.quarantined_files,
             "damaged_files_recovered": report.damaged_files,
+            "decoded_by": report.decoders,
         }
     )

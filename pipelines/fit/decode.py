@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +19,7 @@ import fitdecode
 import polars as pl
 
 SEMICIRCLE_TO_DEG = 180.0 / 2**31
+DECODER_ENV = "WEARHOUSE_FIT_DECODER"  # "fast" (default) or "fitdecode"
 
 TS = pl.Datetime("ms", "UTC")
 
@@ -165,6 +167,7 @@ class FitDecoded:
     hrv: pl.DataFrame
     integrity: str = "ok"
     problem: str | None = None
+    decoder: str = "fitdecode"  # or "fast": records decoded by pipelines.fit.fast_records
     tables: dict[str, pl.DataFrame] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -246,7 +249,16 @@ def _classify_error(exc: Exception) -> str:
 
 
 def decode_fit(raw: bytes) -> FitDecoded:
-    """Decode every valid message; classify what went wrong with the rest."""
+    """Decode a FIT file: the vectorized record path with fitdecode for everything else, or
+    fitdecode alone when WEARHOUSE_FIT_DECODER=fitdecode. Same output either way (the fast
+    path is tested against fitdecode as its oracle, and falls back to it on any doubt)."""
+    if os.environ.get(DECODER_ENV, "fast") == "fitdecode":
+        return decode_fit_fitdecode(raw)
+    return decode_fit_fast(raw, decode_fit_fitdecode)
+
+
+def decode_fit_fitdecode(raw: bytes) -> FitDecoded:
+    """Decode every valid message with fitdecode; classify what went wrong with the rest."""
     if not raw:
         raise FitUnusable("empty file (0 bytes)")
     try:
@@ -566,3 +578,6 @@ def _summary_row(
         if not isinstance(row[key], int):
             row[key] = None
     return {k: row[k] for k in schema}
+
+
+from pipelines.fit.fast_records import decode_fit_fast  # noqa: E402  (imports this module)

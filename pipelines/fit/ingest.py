@@ -59,6 +59,7 @@ class FitIngestReport:
     rows: dict[str, int] = field(default_factory=dict)
     quarantined_files: int = 0
     damaged_files: int = 0  # decoded in part (CRC mismatch, truncated, …)
+    decoders: dict[str, int] = field(default_factory=dict)  # fast path vs fitdecode fallback
 
 
 def _decode_path(path: str) -> FitDecoded | str:
@@ -131,5 +132,6 @@ def ingest_fit_files(
         quarantine.write(layout)  # clears a stale record if the file once failed
         if decoded.integrity != "ok":
             report.damaged_files += 1
+        report.decoders[decoded.decoder] = report.decoders.get(decoded.decoder, 0) + 1
         mark_processed(layout, STAGE, file_row, "ingested", total)
     return report
