@@ -78,11 +78,15 @@ def fit_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-def decode_all(paths: list[str], workers: int) -> Iterator[FitDecoded | str]:
-    """Decode in parallel processes (fitdecode is pure Python: one core per file), in order.
+# Below this much input, starting worker processes (each imports Polars) costs more than the
+# vectorized decoder needs for the whole batch (benchmarks/fit_ingest_parallel.py).
+PARALLEL_MIN_BYTES = 32 << 20
 
-    Small batches decode inline: starting processes costs more than it saves."""
-    if workers <= 1 or len(paths) < 4:
+
+def decode_all(paths: list[str], workers: int) -> Iterator[FitDecoded | str]:
+    """Decode in parallel processes for big batches, inline otherwise; results in order."""
+    total = sum(Path(p).stat().st_size for p in paths)
+    if workers <= 1 or len(paths) < 2 or total < PARALLEL_MIN_BYTES:
         yield from map(_decode_path, paths)
         return
     # spawn, not fork: the parent runs Polars' thread pool, which does not survive a fork.
