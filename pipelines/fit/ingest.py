@@ -83,10 +83,12 @@ def fit_workers() -> int:
 PARALLEL_MIN_BYTES = 32 << 20
 
 
-def decode_all(paths: list[str], workers: int) -> Iterator[FitDecoded | str]:
+def decode_all(
+    paths: list[str], workers: int, min_bytes: int = PARALLEL_MIN_BYTES
+) -> Iterator[FitDecoded | str]:
     """Decode in parallel processes for big batches, inline otherwise; results in order."""
     total = sum(Path(p).stat().st_size for p in paths)
-    if workers <= 1 or len(paths) < 2 or total < PARALLEL_MIN_BYTES:
+    if workers <= 1 or len(paths) < 2 or total < min_bytes:
         yield from map(_decode_path, paths)
         return
     # spawn, not fork: the parent runs Polars' thread pool, which does not survive a fork.
@@ -101,12 +103,14 @@ def ingest_fit_files(
     report = FitIngestReport()
     pending = list(pending_files(layout, "fit", STAGE).iter_rows(named=True))
     decodable = [row for row in pending if not row["problem"]]
+    # An explicit worker count (benchmarks, operators) is honoured even for small batches.
     results = dict(
         zip(
             (row["sha256"] for row in decodable),
             decode_all(
                 [str(landing / row["path"]) for row in decodable],
                 fit_workers() if workers is None else workers,
+                PARALLEL_MIN_BYTES if workers is None else 0,
             ),
             strict=True,
         )
