@@ -56,7 +56,9 @@ def _ingest_one(
     tables = parsed.tables()
     total = 0
     for table, frame in tables.items():
-        write_bronze(layout, table, file_row["sha256"], with_lineage(frame, file_row))
+        # Most tables are empty for any one body: nothing to label, just no part.
+        labelled = with_lineage(frame, file_row) if frame.height else frame
+        write_bronze(layout, table, file_row["sha256"], labelled)
         report.rows[table] = report.rows.get(table, 0) + frame.height
         total += frame.height
     for index, reason in parsed.refusals:

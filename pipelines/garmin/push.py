@@ -6,10 +6,13 @@ Bad items are refused one by one (with the reason) so the good items of the same
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
+from json.decoder import WHITESPACE, scanstring
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from pipelines.garmin.fields import (
@@ -172,8 +175,19 @@ class ParsedPush:
             parts = list(self.frames.get(table, []))
             if self.rows.get(table):
                 parts.append(pl.DataFrame(self.rows[table], schema=schema))
-            out[table] = pl.concat(parts, how="vertical") if parts else pl.DataFrame(schema=schema)
+            out[table] = pl.concat(parts, how="vertical") if parts else _empty_table(table)
         return out
+
+
+_EMPTY_TABLES: dict[str, pl.DataFrame] = {}
+
+
+def _empty_table(table: str) -> pl.DataFrame:
+    """A new empty frame with the table's schema. Most bronze tables are empty for any one
+    body, and building a frame from a schema costs far more than copying an empty one."""
+    if table not in _EMPTY_TABLES:
+        _EMPTY_TABLES[table] = pl.DataFrame(schema=BRONZE_TABLES[table])
+    return _EMPTY_TABLES[table].clear()
 
 
 def load_envelope(raw: bytes) -> dict[str, list[Any]]:
@@ -240,10 +254,92 @@ def activity_row(summary_type: str, index: int, item: dict, summary: dict) -> di
 
 def sample_frame(samples: list[Any], keys: dict[str, Any]) -> pl.DataFrame:
     """All samples of one activityDetails item as typed columns, in whole-column operations."""
-    if not all(isinstance(s, dict) for s in samples):
+    if not (set(map(type, samples)) <= {dict} or all(isinstance(s, dict) for s in samples)):
         raise FieldError("samples must be a list of objects")
     if not samples:
         return pl.DataFrame(schema=SAMPLE_SCHEMA)
+    frame = _sample_frame_numeric(samples, keys)
+    return _sample_frame_general(samples, keys) if frame is None else frame
+
+
+_SAMPLE_KEYS = frozenset(key for key, _, _ in SAMPLE_FIELDS)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _fits_int64(value: Any) -> bool:
+    return value is None or _INT64_MIN <= value <= _INT64_MAX
+
+
+def _numeric_column(key: str, values: list[Any]) -> pl.Series | None:
+    """``values`` as the Series ``pl.DataFrame(samples)`` would infer for that key (Int64 when
+    all are ints, Float64 when any is a float, Null when all are null); None for anything
+    else (strings, booleans, objects, ints beyond Int64), which the general path handles."""
+    types = set(map(type, values))
+    types.discard(type(None))
+    try:
+        if not types:
+            return pl.Series(key, values)
+        if types == {int}:
+            return pl.Series(key, values, dtype=pl.Int64())  # raises beyond Int64
+        if types == {float}:
+            return pl.Series(key, values, dtype=pl.Float64())
+        if types == {int, float} and all(_fits_int64(v) for v in values if type(v) is int):
+            return pl.Series(key, values, dtype=pl.Float64())
+    except (TypeError, OverflowError, pl.exceptions.PolarsError):
+        return None
+    return None
+
+
+def _sample_frame_numeric(samples: list[dict], keys: dict[str, Any]) -> pl.DataFrame | None:
+    """The common case, built column by column without inferring a schema over every sample
+    and without lazy queries (each costs a thread-pool round trip per item): only modelled
+    keys, numbers or nulls. Returns None for anything else, so the general path decides
+    (and words any refusal) exactly as before; the frame it returns is the one the general
+    path would build."""
+    if not _fits_int64(keys["activity_id"]):
+        return None
+    present = set().union(*samples)
+    if not present or not present <= _SAMPLE_KEYS:
+        return None  # no keys at all, or unmodelled ones (for extra_json): the general path
+    n = len(samples)
+    sources = {}
+    for key, _, _ in SAMPLE_FIELDS:
+        if key in present:
+            values = list(map(dict.get, samples, itertools.repeat(key)))
+            sources[key] = _numeric_column(key, values)
+            if sources[key] is None:
+                return None
+    # Cast only once every column is known to be numeric: a failing cast then raises exactly
+    # where the general path's would.
+    columns = {
+        column: sources[key].cast(polars_dtype(kind), strict=True).alias(column)
+        if key in sources
+        else pl.Series(column, [None] * n, dtype=polars_dtype(kind))
+        for key, column, kind in SAMPLE_FIELDS
+    }
+    epoch_s = columns["start_epoch_s"]
+    if epoch_s.null_count():
+        raise FieldError("a sample has no startTimeInSeconds")
+    return pl.DataFrame(
+        {
+            "summary_id": _constant("summary_id", keys["summary_id"], pl.String(), n),
+            "user_id": _constant("user_id", keys["user_id"], pl.String(), n),
+            "activity_id": _constant("activity_id", keys["activity_id"], pl.Int64(), n),
+            "sample_index": pl.Series("sample_index", np.arange(n, dtype=np.int64)),
+            # = pl.from_epoch(s, "s").dt.replace_time_zone("UTC"): µs since the epoch
+            "time_utc": (epoch_s * 1_000_000).cast(pl.Datetime("us", "UTC")).alias("time_utc"),
+            **columns,
+            "extra_json": pl.Series("extra_json", [None] * n, dtype=pl.String()),
+        }  # in SAMPLE_SCHEMA's order
+    )
+
+
+def _constant(name: str, value: Any, dtype: pl.DataType, n: int) -> pl.Series:
+    return pl.Series(name, [value], dtype=dtype).new_from_index(0, n)
+
+
+def _sample_frame_general(samples: list[dict], keys: dict[str, Any]) -> pl.DataFrame:
+    """Any non-empty list of sample objects: Polars infers each key's type over all samples."""
     try:
         raw = pl.DataFrame(samples, infer_schema_length=None)
     except (TypeError, ValueError, pl.exceptions.PolarsError) as exc:
@@ -387,19 +483,100 @@ def parse_push(raw: bytes, erased: dict[str, float] | None = None) -> ParsedPush
     """Parse one push body. Raises PayloadError only when nothing in it is usable.
 
     ``erased`` maps sha256(user_id) → deregistration epoch: such users' earlier-dated items
-    are dropped and counted, never parsed."""
+    are dropped and counted, never parsed.
+
+    Items are decoded and parsed one at a time, so a body's Python objects (about 2.5× its
+    size) never all exist at once; a body that is not a plain envelope, or that fails in any
+    way, is parsed again whole, which decides exactly as a whole-body parse always did."""
+    try:
+        return _parse_item_by_item(raw, erased)
+    except Exception:  # the whole-body parse then raises (or not) what applies
+        return _parse_whole(raw, erased)
+
+
+def _add_item(
+    out: ParsedPush, summary_type: str, index: int, item: Any, erased: dict | None
+) -> None:
+    if erased and is_erased_item(item, erased):
+        out.dropped_erased += 1
+    else:
+        try:
+            _parse_item(summary_type, index, item, out)
+        except FieldError as exc:
+            out.refusals.append((index, f"{summary_type}[{index}]: {exc}"))
+
+
+def _parse_whole(raw: bytes, erased: dict | None) -> ParsedPush:
+    """``json.loads`` the body, then parse its items."""
     body = load_envelope(raw)
     out = ParsedPush()
     index = 0
     for summary_type, items in body.items():
         out.item_counts[summary_type] = len(items)
         for item in items:
-            if erased and is_erased_item(item, erased):
-                out.dropped_erased += 1
-            else:
-                try:
-                    _parse_item(summary_type, index, item, out)
-                except FieldError as exc:
-                    out.refusals.append((index, f"{summary_type}[{index}]: {exc}"))
+            _add_item(out, summary_type, index, item, erased)
             index += 1
+    return out
+
+
+class _NotPlainEnvelope(Exception):
+    """Not ``{"<type>": [item, …], …}`` with distinct keys: left to the whole-body parse."""
+
+
+_DECODER = json.JSONDecoder()  # what json.loads uses: same scanner, same values
+
+
+def _parse_item_by_item(raw: bytes, erased: dict | None) -> ParsedPush:
+    """Walk the envelope's punctuation here and decode each item with the standard scanner
+    (``raw_decode`` at the item's offset), parsing and dropping it before the next. Raises on
+    anything but a plain, well-formed envelope with distinct keys (json.loads would keep the
+    last list of a repeated key), so the whole-body parse handles every other case."""
+    text = raw.decode("utf-8-sig")
+    if text.startswith("\ufeff"):
+        raise _NotPlainEnvelope("a second byte-order mark")
+    skip = WHITESPACE.match  # JSON whitespace, as json.loads skips it
+    out = ParsedPush()
+    index = 0
+    i = skip(text, 0).end()
+    if text[i : i + 1] != "{":
+        raise _NotPlainEnvelope("not an object")
+    i = skip(text, i + 1).end()
+    while True:
+        if text[i : i + 1] != '"':
+            raise _NotPlainEnvelope("no key")  # also the empty envelope
+        summary_type, i = scanstring(text, i + 1)
+        if summary_type in out.item_counts:
+            raise _NotPlainEnvelope("repeated key")
+        i = skip(text, i).end()
+        if text[i : i + 1] != ":":
+            raise _NotPlainEnvelope("no colon")
+        i = skip(text, i + 1).end()
+        if text[i : i + 1] != "[":
+            raise _NotPlainEnvelope("not a list")
+        i = skip(text, i + 1).end()
+        count = 0
+        if text[i : i + 1] == "]":
+            i += 1
+        else:
+            while True:
+                item, i = _DECODER.raw_decode(text, i)
+                _add_item(out, summary_type, index, item, erased)
+                index += 1
+                count += 1
+                i = skip(text, i).end()
+                if text[i : i + 1] == "]":
+                    i += 1
+                    break
+                if text[i : i + 1] != ",":
+                    raise _NotPlainEnvelope("no comma between items")
+                i = skip(text, i + 1).end()
+        out.item_counts[summary_type] = count
+        i = skip(text, i).end()
+        if text[i : i + 1] == "}":
+            break
+        if text[i : i + 1] != ",":
+            raise _NotPlainEnvelope("no comma between keys")
+        i = skip(text, i + 1).end()
+    if skip(text, i + 1).end() != len(text):
+        raise _NotPlainEnvelope("extra data")
     return out

@@ -291,9 +291,12 @@ def summary_row(spec: SummarySpec, keys: dict[str, Any], item: dict[str, Any]) -
 
 
 def series_frame(spec: SummarySpec, keys: dict[str, Any], item: dict[str, Any]) -> pl.DataFrame:
-    """Time-offset maps → long rows (offsets are seconds after the summary's start)."""
+    """Time-offset maps → long rows (offsets are seconds after the summary's start).
+
+    Built from eager Series, without lazy queries: a summary's maps are small and many, and
+    each query would cost a thread-pool round trip per summary."""
     start = coerce(item, spec.time_key, "int")
-    frames = []
+    parts = []
     for key, series in spec.series:
         values = item.get(key)
         if not values:
@@ -305,29 +308,39 @@ def series_frame(spec: SummarySpec, keys: dict[str, Any], item: dict[str, Any]) 
             numbers = pl.Series(list(values.values()), dtype=pl.Float64(), strict=False)
         except pl.exceptions.PolarsError as exc:
             raise FieldError(f"field {key!r}: offsets must be integers: {exc}") from exc
-        if numbers.null_count() > sum(v is None for v in values.values()):
+        nulls = numbers.null_count()
+        if nulls and nulls > sum(v is None for v in values.values()):
             raise FieldError(f"field {key!r}: values must be numbers")
-        frame = pl.DataFrame({"offset_s": offsets, "value": numbers}).with_columns(
-            pl.lit(series).alias("series")
-        )
         if series in SENTINEL_NEGATIVE_SERIES:
-            frame = frame.with_columns(
-                pl.when(pl.col("value") < 0).then(None).otherwise(pl.col("value")).alias("value")
-            )
-        frames.append(frame)
-    if not frames:
+            numbers = numbers.set(numbers < 0, None)  # = when(value < 0).then(None)
+        parts.append((series, offsets, numbers))
+    if not parts:
         return pl.DataFrame(schema=TIMESERIES_SCHEMA)
-    out = pl.concat(frames)
-    base = pl.lit(start, pl.Int64) if start is not None else pl.lit(None, pl.Int64)
-    return out.with_columns(
-        pl.lit(keys["summary_type"]).alias("summary_type"),
-        pl.lit(keys["summary_id"], pl.String()).alias("summary_id"),
-        pl.lit(keys["user_id"]).alias("user_id"),
-        pl.from_epoch(base + pl.col("offset_s"), time_unit="s")
-        .dt.replace_time_zone("UTC")
-        .cast(pl.Datetime("us", "UTC"))
-        .alias("time_utc"),
-    ).select(list(TIMESERIES_SCHEMA))
+    offsets = pl.concat([part[1] for part in parts])
+    n = offsets.len()
+    if start is None:
+        time_utc = pl.Series("time_utc", [None] * n, dtype=pl.Datetime("us", "UTC"))
+    else:
+        # = pl.from_epoch(start + offset_s, "s").dt.replace_time_zone("UTC"): µs since epoch
+        epoch_us = (offsets + pl.Series([start], dtype=pl.Int64())) * 1_000_000
+        time_utc = epoch_us.cast(pl.Datetime("us", "UTC")).alias("time_utc")
+    return pl.DataFrame(
+        {
+            "summary_type": _constant(keys["summary_type"], pl.String(), n),
+            "summary_id": _constant(keys["summary_id"], pl.String(), n),
+            "user_id": _constant(keys["user_id"], pl.String(), n),
+            "series": pl.concat(
+                [_constant(series, pl.String(), part.len()) for series, part, _ in parts]
+            ),
+            "offset_s": offsets.alias("offset_s"),
+            "time_utc": time_utc,
+            "value": pl.concat([part[2] for part in parts]).alias("value"),
+        }  # in TIMESERIES_SCHEMA's order
+    )
+
+
+def _constant(value: Any, dtype: pl.DataType, n: int) -> pl.Series:
+    return pl.Series([value], dtype=dtype).new_from_index(0, n)
 
 
 def sleep_levels_frame(keys: dict[str, Any], item: dict[str, Any]) -> pl.DataFrame:
