@@ -184,7 +184,9 @@ def test_time_offset_maps_are_exploded_with_sentinels_as_nulls(fixtures):
 
 
 def test_sleep_levels_become_rows(fixtures):
-    tables = parse_push((fixtures / "garmin" / "synthetic_specshaped_sleeps.json").read_bytes()).tables()
+    tables = parse_push(
+        (fixtures / "garmin" / "synthetic_specshaped_sleeps.json").read_bytes()
+    ).tables()
     levels = tables["garmin_sleep_levels"]
     assert levels.height > 0 and set(levels["level"]) <= {"deep", "light", "rem", "awake"}
     assert (levels["end_time_utc"] >= levels["start_time_utc"]).all()
