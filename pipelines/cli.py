@@ -140,7 +140,9 @@ def print_summary(settings: Settings, checks, out=None) -> None:
             file=out,
         )
     print("  try:", file=out)
-    print(f'    wearhouse sql --home {settings.home} "{EXAMPLE_QUERY}"', file=out)
+    # Say how to call us as the user can: by name when on PATH, else by the path they used.
+    command = "wearhouse" if shutil.which("wearhouse") else sys.argv[0]
+    print(f'    {command} sql --home {settings.home} "{EXAMPLE_QUERY}"', file=out)
 
 
 def copy_sample_data(landing: Path) -> int:
