@@ -20,9 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from pipelines.intervals import interval_metrics
+from pipelines.intervals.grouped import int_key
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,67 @@ _SPAN_SCHEMA = {
 }
 
 
+class _Curves:
+    """The cut's sample stream (sorted by session, then time) made searchable per session.
+
+    Every step position asks, for each session, where a cumulative column (timer, distance)
+    first reaches a goal. A join against the whole stream per position costs a pass over every
+    sample each time; here each session's rows are a contiguous block, each column is sorted
+    once (by session, value, time: ties go to the earliest sample), and a goal is a binary
+    search inside its session's block.
+    """
+
+    def __init__(self, stream: pl.DataFrame) -> None:
+        """``stream``: session_id, _code, t_s, timer_s, distance_m, sorted by (_code, t_s)."""
+        self.t = stream["t_s"].to_numpy()
+        self.values = {c: stream[c].to_numpy() for c in ("timer_s", "distance_m")}
+        code = stream["_code"].rle_id().to_numpy()  # 0, 1, … per session, in stream order
+        starts = np.flatnonzero(np.diff(code, prepend=-1))
+        self.first = starts  # first row of each session code
+        self.end = np.append(starts[1:], len(code))  # one past its last row
+        t, timer, distance = self.t, self.values["timer_s"], self.values["distance_m"]
+        # Where each session's stream begins and ends.
+        self.edges = pl.DataFrame(
+            {
+                "session_id": stream["session_id"].gather(starts),
+                "_code": np.arange(len(starts)),
+                "t": t[starts],
+                "timer": timer[starts],
+                "distance": distance[starts],
+                "last_t": t[self.end - 1],
+            }
+        )
+        self.order: dict[str, np.ndarray] = {}
+        self.sorted: dict[str, np.ndarray] = {}
+        for c, v in self.values.items():
+            within = np.diff(v) >= 0
+            if bool((within | (code[1:] != code[:-1])).all()):  # already rising per session
+                self.order[c], self.sorted[c] = np.arange(len(v)), v
+            else:
+                order = (
+                    stream.with_row_index("_row")
+                    .with_columns(pl.Series("_code", code))
+                    .sort("_code", c, "t_s")["_row"]
+                    .to_numpy()
+                    .astype(np.int64)
+                )
+                self.order[c], self.sorted[c] = order, v[order]
+
+    def first_reaching(self, code: np.ndarray, goal: np.ndarray, column: str) -> np.ndarray:
+        """Row of the first sample (in value, then time order) of each session whose
+        ``column`` is ≥ its goal; -1 where none is."""
+        values = self.sorted[column]
+        lo, hi = self.first[code].copy(), self.end[code].copy()
+        stop = hi.copy()
+        while (active := lo < hi).any():
+            mid = np.minimum((lo + hi) // 2, len(values) - 1)
+            below = values[mid] < goal
+            lo = np.where(active & below, mid + 1, lo)
+            hi = np.where(active & ~below, mid, hi)
+        found = lo < stop
+        return np.where(found, self.order[column][np.where(found, lo, 0)], -1)
+
+
 def _cut(pairs: pl.DataFrame, steps: pl.DataFrame, samples: pl.DataFrame) -> pl.DataFrame:
     """Lay the planned steps over the sample stream, step position by step position (a loop
     over positions, each vectorized over every session).
@@ -202,45 +265,45 @@ def _cut(pairs: pl.DataFrame, steps: pl.DataFrame, samples: pl.DataFrame) -> pl.
     error carries into every following step.
     """
     stream = (
-        samples.join(pairs.select("session_id").unique(), on="session_id")
-        .sort("session_id", "t_s")
+        samples.filter(pl.col("session_id").is_in(pairs["session_id"].unique().implode()))
+        # Sessions in the order of an integer code (only their contiguity matters: cheaper
+        # than sorting the id strings), samples in time order.
+        .with_columns(int_key("session_id").alias("_code"))
+        .sort("_code", "t_s")
         .with_columns(
-            pl.col("timer_s").fill_null(pl.col("t_s") - pl.col("t_s").min().over("session_id")),
-            pl.col("distance_m").forward_fill().over("session_id").fill_null(0.0),
+            pl.col("timer_s").fill_null(pl.col("t_s") - pl.col("t_s").min().over("_code")),
+            pl.col("distance_m").forward_fill().over("_code").fill_null(0.0),
         )
-        .select("session_id", "t_s", "timer_s", "distance_m")
+        .select("session_id", "_code", "t_s", "timer_s", "distance_m")
     )
     if not stream.height:
         return pl.DataFrame(schema=_SPAN_SCHEMA)
-    edges = stream.group_by("session_id").agg(
-        pl.col("t_s").first().alias("t"),
-        pl.col("timer_s").first().alias("timer"),
-        pl.col("distance_m").first().alias("distance"),
-        pl.col("t_s").last().alias("last_t"),
+    curves = _Curves(stream)
+    state = pairs.join(curves.edges, on="session_id").select(
+        "planned_session_id", "session_id", "_code", "t", "timer", "distance", "last_t"
     )
-    state = pairs.join(edges, on="session_id").select(
-        "planned_session_id", "session_id", "t", "timer", "distance", "last_t"
-    )
-    n_steps = steps.group_by("planned_session_id").agg(pl.len().alias("n_steps"))
-    by_timer = stream.sort("timer_s", "t_s")
-    by_distance = stream.sort("distance_m", "t_s")
+    # Every position's steps at once, with the session's step count, instead of a filter and
+    # a join per position.
+    by_position = steps.join(
+        steps.group_by("planned_session_id").agg(pl.len().alias("n_steps")),
+        on="planned_session_id",
+    ).partition_by("step_index", as_dict=True)
     spans = []
     for position in range(int(steps["step_index"].max() or -1) + 1):
-        at = (
-            state.join(steps.filter(pl.col("step_index") == position), on="planned_session_id")
-            .join(n_steps, on="planned_session_id")
-            .with_columns(
-                pl.when(pl.col("duration_type") == "time")
-                .then(pl.col("timer") + pl.col("planned_duration_s"))
-                .alias("timer_goal"),
-                pl.when(pl.col("duration_type") == "distance")
-                .then(pl.col("distance") + pl.col("planned_distance_m"))
-                .alias("distance_goal"),
-            )
+        at_position = by_position.get((position,))
+        if at_position is None:
+            break
+        at = state.join(at_position, on="planned_session_id").with_columns(
+            pl.when(pl.col("duration_type") == "time")
+            .then(pl.col("timer") + pl.col("planned_duration_s"))
+            .alias("timer_goal"),
+            pl.when(pl.col("duration_type") == "distance")
+            .then(pl.col("distance") + pl.col("planned_distance_m"))
+            .alias("distance_goal"),
         )
         if not at.height:
             break
-        at = _step_end(at, stream, by_timer, by_distance)
+        at = _step_end(at, curves)
         spans.append(
             at.filter(pl.col("end_s") > pl.col("t")).select(
                 "planned_session_id",
@@ -254,6 +317,7 @@ def _cut(pairs: pl.DataFrame, steps: pl.DataFrame, samples: pl.DataFrame) -> pl.
         state = at.filter(pl.col("end_s").is_not_null()).select(
             "planned_session_id",
             "session_id",
+            "_code",
             pl.col("end_s").alias("t"),
             pl.col("end_timer").alias("timer"),
             pl.col("end_distance").alias("distance"),
@@ -264,44 +328,34 @@ def _cut(pairs: pl.DataFrame, steps: pl.DataFrame, samples: pl.DataFrame) -> pl.
     return pl.concat(spans) if spans else pl.DataFrame(schema=_SPAN_SCHEMA)
 
 
-def _first_reaching(
-    at: pl.DataFrame, curve: pl.DataFrame, goal: str, column: str, stream: pl.DataFrame
-) -> pl.DataFrame:
+def _first_reaching(at: pl.DataFrame, goal: str, column: str, curves: _Curves) -> pl.DataFrame:
     """For each row, the first sample whose ``column`` reaches ``goal`` (b) and the sample
     before it (a)."""
-    wanted = at.filter(pl.col(goal).is_not_null()).select(
-        "planned_session_id", "session_id", pl.col(goal).alias("_goal")
+    wanted = at.filter(pl.col(goal).is_not_null())
+    b = curves.first_reaching(wanted["_code"].to_numpy(), wanted[goal].to_numpy(), column)
+    code = wanted["_code"].to_numpy()
+    a = np.where((b >= 0) & (b > curves.first[code]), b - 1, -1)
+    b_ok, a_ok = pl.Series(b >= 0), pl.Series(a >= 0)
+
+    def at_row(values: np.ndarray, rows: np.ndarray, ok: pl.Series) -> pl.Expr:
+        return pl.when(ok).then(pl.Series(values[np.maximum(rows, 0)]))
+
+    t, timer, distance = curves.t, curves.values["timer_s"], curves.values["distance_m"]
+    return wanted.select(
+        "planned_session_id",
+        at_row(t, b, b_ok).alias("b_t"),
+        at_row(t, a, a_ok).alias("a_t"),
+        at_row(timer, a, a_ok).alias("a_timer"),
+        at_row(distance, a, a_ok).alias("a_distance"),
+        at_row(timer, b, b_ok).alias("b_timer"),
+        at_row(distance, b, b_ok).alias("b_distance"),
     )
-    hit = (
-        wanted.sort("_goal")
-        .join_asof(
-            curve.select("session_id", pl.col(column).alias("_v"), pl.col("t_s").alias("b_t")),
-            left_on="_goal",
-            right_on="_v",
-            by="session_id",
-            strategy="forward",
-            check_sortedness=False,
-        )
-        .drop("_v", "_goal")
-    )
-    before = stream.select(
-        "session_id",
-        pl.col("t_s").alias("b_t"),
-        pl.col("t_s").shift(1).over("session_id").alias("a_t"),
-        pl.col("timer_s").shift(1).over("session_id").alias("a_timer"),
-        pl.col("distance_m").shift(1).over("session_id").alias("a_distance"),
-        pl.col("timer_s").alias("b_timer"),
-        pl.col("distance_m").alias("b_distance"),
-    )
-    return hit.join(before, on=["session_id", "b_t"], how="left").drop("session_id")
 
 
-def _step_end(
-    at: pl.DataFrame, stream: pl.DataFrame, by_timer: pl.DataFrame, by_distance: pl.DataFrame
-) -> pl.DataFrame:
+def _step_end(at: pl.DataFrame, curves: _Curves) -> pl.DataFrame:
     """End instant, timer and distance of every step at this position."""
-    timed = _first_reaching(at, by_timer, "timer_goal", "timer_s", stream)
-    ranged = _first_reaching(at, by_distance, "distance_goal", "distance_m", stream)
+    timed = _first_reaching(at, "timer_goal", "timer_s", curves)
+    ranged = _first_reaching(at, "distance_goal", "distance_m", curves)
     at = at.join(timed, on="planned_session_id", how="left").join(
         ranged, on="planned_session_id", how="left", suffix="_d"
     )
@@ -434,7 +488,9 @@ def match_steps(
         pl.concat_str("planned_session_id", pl.lit("#"), "session_id").alias("pair"),
     )
     measured = interval_metrics(
-        samples.lazy(),
+        # Only paired activities' samples: the rest (unplanned runs, other sports, athletes
+        # without a plan) would otherwise be sorted and interpolated for nothing.
+        samples.lazy().filter(pl.col("session_id").is_in(pairs["session_id"].unique().implode())),
         targets.lazy().select(
             pl.col("session_id"),
             pl.col("pair").alias("kind"),  # one kind per plan ↔ activity pair: no overlaps

@@ -1,0 +1,800 @@
+"""Speed, peak memory and correctness of plan matching (``evaluate_plans``) at scale.
+
+What it measures
+----------------
+The issue asks for the matching time of 1,000 athletes × one year of plans and activities.
+Each synthetic athlete gets ``--weeks`` weeks (default 52) of a native plan with four running
+sessions a week: Tuesday intervals (repeats of 200 m – 1 km, time or distance recoveries, a
+pyramid, an open cooldown), Thursday tempo (continuous, cruise or progression), Saturday easy
+or fartlek, Sunday long run — 17 structures in all, targets as pace, speed and heart rate.
+Activities are what the athlete ran: ``--missed`` (10 %) of planned sessions are skipped;
+some weeks add a 30 min morning shake-out before the Tuesday or Thursday session (two runs on
+one day), a ride on Wednesday or Saturday (another sport on a plan day) and an unplanned Monday
+run. Every run comes from ``pipelines.plans.simulate.simulate_session`` (1 s truth, smart
+recording with 1–9 s gaps, GPS noise, timer pauses in recoveries) and is recorded one of three
+ways: the watch ran the workout (``wkt_step_index`` laps, auto-lapped every km inside long
+steps), lap button at every step (manual laps), or plain 1 km auto-laps (the matcher must cut).
+
+Simulating a year for every athlete one second at a time would take hours, so the generator
+simulates ``--variants`` runs of every structure once (a pool) and gives each activity one
+pool run, shifted to its start instant (session ids, days, start times, recording modes and
+missed sessions all differ; only the sample noise repeats). Samples are cleaned once
+(``clean_samples``), as silver samples are. Athletes are generated independently from
+``(seed, athlete)``, so the first 50 athletes are the same in every size: sizes nest.
+
+Each size runs in its own subprocess that loads the Parquet input, resets its peak-RSS mark
+(``/proc/self/clear_refs``), then times ``evaluate_plans`` (best of ``--repeat``) and,
+separately, its phases: ``match_sessions``, ``match_steps`` and inside it the lap evidence and
+the ``cut`` (the rest of ``match_steps`` is ``interval_metrics``). Peak RSS is the child's own
+``ru_maxrss`` from ``os.wait4``: the computation with its input loaded. Polars uses every
+core; timings on a shared machine are noisy.
+
+One call for 1,000 athletes × 52 weeks (≈136 M samples) needs about 50 GB: more than this
+machine has (peak RSS is ≈ 5 GB per 100 athlete-years, linear). ``--batched 1000`` generates
+that many athletes and matches them ``--batch-size`` (100) athletes at a time in one
+subprocess, as a pipeline would have to: the times add up, the peak is one batch's.
+
+Correctness on the generated truth: the share of structured steps (sessions of more than one
+step) whose matched start and end are both within ±5 s of the true step boundaries (overall,
+per evidence, and over sessions paired with the activity that ran them), how many plans were
+paired with the activity that ran them, and that no activity serves two plans.
+
+How to run (from the repository root)::
+
+    .venv/bin/python -m benchmarks.plan_matching_speed [--athletes 25,50,100] [--weeks 52]
+        [--batched 0] [--batch-size 100] [--variants 24] [--missed 0.1] [--repeat 1]
+        [--seed 7] [--out benchmarks/results/plan_matching_speed.json]
+
+The default (25, 50 and 100 athletes, not batched) takes 2–4 minutes on a shared 2-core
+machine; ``--batched 1000`` adds about 15–20 minutes and 3 GB of temporary Parquet. Prints a
+table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results" / "plan_matching_speed.json"
+FIRST_MONDAY = date(2025, 1, 6)
+TOLERANCE_S = 5.0
+MODES = ("workout", "manual", "auto")  # how the watch lapped the run
+MODE_P = (0.3, 0.1, 0.6)
+
+# One native plan document holding every session structure (parsed once, then replicated).
+TEMPLATES_YAML = b"""
+plan: templates
+sport: running
+sessions:
+  - {date: 2025-01-01, id: 6x400, name: 6 x 400 m, intervals: [
+      {kind: warmup, duration: 10min, pace: "5:20/km"},
+      {repeat: 6, intervals: [{kind: work, distance: 400m, pace: "4:00-4:10/km"},
+                              {kind: recovery, duration: 90s}]},
+      {kind: cooldown, duration: 8min}]}
+  - {date: 2025-01-01, id: 8x400, name: 8 x 400 m, intervals: [
+      {kind: warmup, duration: 8min},
+      {repeat: 8, intervals: [{kind: work, distance: 400m, pace: "3:50-4:05/km"},
+                              {kind: recovery, duration: 75s}]},
+      {kind: cooldown, duration: 6min}]}
+  - {date: 2025-01-01, id: 5x1k, name: 5 x 1 km, intervals: [
+      {kind: warmup, distance: 2km},
+      {repeat: 5, intervals: [{kind: work, distance: 1km, pace: "4:15-4:25/km"},
+                              {kind: recovery, duration: 2min}]},
+      {kind: cooldown, distance: 1.5km}]}
+  - {date: 2025-01-01, id: 4x4min, name: 4 x 4 min, intervals: [
+      {kind: warmup, distance: 1.5km},
+      {repeat: 4, intervals: [{kind: work, duration: 4min, pace: "4:15-4:25/km"},
+                              {kind: recovery, distance: 400m}]},
+      {kind: cooldown, distance: 1km}]}
+  - {date: 2025-01-01, id: mixed, name: 3 x (1 km + 1 min), intervals: [
+      {kind: warmup, duration: 10min},
+      {repeat: 3, intervals: [{kind: work, distance: 1km, speed: "4.0-4.2 m/s"},
+                              {kind: recovery, duration: 2min},
+                              {kind: work, duration: 1min, pace: "3:30-3:40/km"},
+                              {kind: rest, duration: 60s}]},
+      {kind: cooldown}]}
+  - {date: 2025-01-01, id: 10x200, name: 10 x 200 m, intervals: [
+      {kind: warmup, duration: 12min, hr: 125-140},
+      {repeat: 10, intervals: [{kind: work, distance: 200m, pace: "3:35-3:50/km"},
+                               {kind: recovery, distance: 200m}]},
+      {kind: cooldown, duration: 10min}]}
+  - {date: 2025-01-01, id: pyramid, name: pyramid, intervals: [
+      {kind: warmup, duration: 10min},
+      {kind: work, distance: 200m, pace: "3:50-4:10/km"}, {kind: recovery, duration: 90s},
+      {kind: work, distance: 400m, pace: "3:50-4:10/km"}, {kind: recovery, duration: 90s},
+      {kind: work, distance: 800m, pace: "3:50-4:10/km"}, {kind: recovery, duration: 90s},
+      {kind: work, distance: 400m, pace: "3:50-4:10/km"}, {kind: recovery, duration: 90s},
+      {kind: work, distance: 200m, pace: "3:50-4:10/km"},
+      {kind: cooldown, duration: 10min}]}
+  - {date: 2025-01-01, id: tempo20, name: tempo, intervals: [
+      {kind: warmup, distance: 2km},
+      {kind: work, duration: "20:00", speed: "3.6-3.8 m/s"},
+      {kind: cooldown, distance: 1.5km, hr: 130-145}]}
+  - {date: 2025-01-01, id: 2x15, name: 2 x 15 min, intervals: [
+      {kind: warmup, duration: 10min},
+      {repeat: 2, intervals: [{kind: work, duration: 15min, pace: "4:30-4:40/km"},
+                              {kind: recovery, duration: 3min}]},
+      {kind: cooldown, duration: 10min}]}
+  - {date: 2025-01-01, id: progression, name: progression, intervals: [
+      {kind: work, distance: 3km, pace: "5:30/km"},
+      {kind: work, distance: 3km, pace: "5:00/km"},
+      {kind: work, distance: 3km, pace: "4:40/km"}]}
+  - {date: 2025-01-01, id: cruise, name: 3 x 2 km, intervals: [
+      {kind: warmup, distance: 2km},
+      {repeat: 3, intervals: [{kind: work, distance: 2km, pace: "4:20-4:30/km"},
+                              {kind: recovery, duration: 90s}]},
+      {kind: cooldown, distance: 1km}]}
+  - {date: 2025-01-01, id: easy45, name: easy, intervals: [
+      {kind: work, duration: 45min, hr: 130-145}]}
+  - {date: 2025-01-01, id: easy8k, name: easy 8 km, intervals: [
+      {kind: work, distance: 8km, pace: "5:20-5:50/km"}]}
+  - {date: 2025-01-01, id: fartlek, name: fartlek, intervals: [
+      {kind: warmup, duration: 10min},
+      {repeat: 8, intervals: [{kind: work, duration: 1min, pace: "3:50-4:10/km"},
+                              {kind: recovery, duration: 1min}]},
+      {kind: cooldown, duration: 10min}]}
+  - {date: 2025-01-01, id: long90, name: long run, intervals: [
+      {kind: work, duration: 90min, pace: "5:20-5:50/km"}]}
+  - {date: 2025-01-01, id: long16k, name: long run with a fast finish, intervals: [
+      {kind: work, distance: 13km, pace: "5:20-5:40/km"},
+      {kind: work, distance: 3km, pace: "4:40-4:50/km"}]}
+  - {date: 2025-01-01, id: long75, name: long run by heart rate, intervals: [
+      {kind: work, duration: 75min, hr: 135-150}]}
+  - {date: 2025-01-01, id: shakeout, sport: running, intervals: [
+      {kind: work, duration: 30min, pace: "5:40-6:10/km"}]}
+  - {date: 2025-01-01, id: unplanned, sport: running, intervals: [
+      {kind: work, duration: 40min, pace: "5:10-5:40/km"}]}
+  - {date: 2025-01-01, id: ride, sport: cycling, intervals: [
+      {kind: work, duration: 60min, speed: "25-30 km/h"}]}
+"""
+
+# weekday (0 = Monday) → the structures a plan draws from on that day
+WEEK = {
+    1: ("6x400", "8x400", "5x1k", "4x4min", "mixed", "10x200", "pyramid"),
+    3: ("tempo20", "2x15", "progression", "cruise"),
+    5: ("easy45", "easy8k", "fartlek"),
+    6: ("long90", "long16k", "long75"),
+}
+EXTRAS = ("shakeout", "unplanned", "ride")  # activities no plan asks for
+
+# --------------------------------------------------------------------------------------------
+# Synthetic input
+# --------------------------------------------------------------------------------------------
+
+
+def _templates():
+    """(planned_sessions, planned_steps) of every structure, keyed by ``template``."""
+    import polars as pl
+
+    from pipelines.plans.model import frames
+    from pipelines.plans.native import parse_native_plan
+
+    planned, steps = frames("t", parse_native_plan(TEMPLATES_YAML, "templates.yaml", "t"))
+    key = pl.col("planned_session_id").str.split(":").list.last()
+    return planned.with_columns(key.alias("template")), steps.with_columns(key.alias("template"))
+
+
+def _workout_laps(truth, t, d):
+    """Laps of a run the watch guided: one per step, split every km inside long steps, each
+    carrying its step's ``wkt_step_index`` (as FIT files of structured workouts do)."""
+    starts = truth["true_start_s"].to_numpy()
+    ends = truth["true_end_s"].to_numpy()
+    marks = np.interp(np.arange(1000.0, d[-1], 1000.0), d, t)
+    cuts = np.unique(np.concatenate([starts, ends[-1:], marks]))
+    lap_start, lap_end = cuts[:-1], cuts[1:]
+    step = np.searchsorted(starts, lap_start, side="right") - 1
+    return lap_start, lap_end, truth["step_index"].to_numpy()[step]
+
+
+def _pool(variants: int, seed: int):
+    """Simulate ``variants`` runs of every structure: samples (relative time), laps for every
+    recording mode, true step boundaries and per-run totals, all keyed by ``run``."""
+    import polars as pl
+
+    from pipelines.intervals import clean_samples
+    from pipelines.plans.simulate import simulate_session
+
+    _, steps = _templates()
+    samples, laps, truths = [], [], []
+    for ti, template in enumerate(steps["template"].unique(maintain_order=True)):
+        template_steps = steps.filter(pl.col("template") == template)
+        for v in range(variants):
+            run = f"{template}/{v}"
+            rng = np.random.default_rng([seed, ti, v])
+            s, auto, truth = simulate_session(template_steps, run, 0.0, rng)
+            samples.append(s)
+            t, d = s["t_s"].to_numpy(), s["distance_m"].to_numpy()
+            w_start, w_end, w_step = _workout_laps(truth, t, d)
+            m_start = truth["true_start_s"].to_numpy()
+            m_end = truth["true_end_s"].to_numpy()
+            for mode, start, end, trigger, wkt in (
+                ("auto", auto["start_s"].to_numpy(), auto["end_s"].to_numpy(), "distance", None),
+                ("workout", w_start, w_end, "manual", w_step),
+                ("manual", m_start, m_end, "manual", None),
+            ):
+                dist = np.interp(end, t, d) - np.interp(start, t, d)
+                laps.append(
+                    pl.DataFrame(
+                        {
+                            "run": run,
+                            "mode": mode,
+                            "interval_index": np.arange(len(start)),
+                            "start_s": start,
+                            "end_s": end,
+                            "lap_trigger": trigger,
+                            "wkt_step_index": pl.Series(
+                                wkt if wkt is not None else [None] * len(start), dtype=pl.Int64
+                            ),
+                            "device_distance_m": dist,
+                            "distance_m": dist,
+                        }
+                    )
+                )
+            truths.append(truth.with_columns(pl.lit(run).alias("run")))
+    cleaned = (
+        clean_samples(pl.concat(samples, how="diagonal_relaxed").lazy())
+        .rename({"session_id": "run"})
+        .collect()
+    )
+    totals = cleaned.group_by("run").agg(
+        (pl.col("t_s").max() - pl.col("t_s").min()).alias("elapsed_s"),
+        pl.col("timer_s").max().alias("timer_s"),
+        pl.col("distance_m").max().alias("distance_m"),
+    )
+    return cleaned, pl.concat(laps), pl.concat(truths), totals
+
+
+def _athlete(a: int, weeks: int, variants: int, seed: int, missed: float):
+    """One athlete's year: plan rows and activity rows (plain dicts), from its own rng."""
+    rng = np.random.default_rng([seed, 1_000_000 + a])
+    user = f"athlete{a:05d}"
+    offset_h = int(rng.choice([-5, -3, 0, 1, 2, 9]))
+    plans, activities = [], []
+    counter = iter(range(1_000_000))
+
+    def activity(day: date, template: str, hour: float, plan: str | None, mode: str) -> None:
+        k = next(counter)
+        start = (
+            (day - date(1970, 1, 1)).days * 86_400.0 + hour * 3600.0 + rng.uniform(0, 1800)
+        ) - offset_h * 3600.0
+        activities.append(
+            {
+                "session_id": hashlib.sha256(f"{user}/{k}".encode()).hexdigest()[:20],
+                "user_id": user,
+                "sport": "cycling" if template == "ride" else "running",
+                "run": f"{template}/{int(rng.integers(variants))}",
+                "mode": mode,
+                "start_s": start,
+                "utc_offset_s": offset_h * 3600,
+                "planned_session_id": plan,
+            }
+        )
+
+    for week in range(weeks):
+        monday = FIRST_MONDAY + timedelta(weeks=week)
+        double = int(rng.choice([1, 3])) if rng.random() < 0.2 else None
+        ride = int(rng.choice([2, 5])) if rng.random() < 0.25 else None
+        for weekday, choices in WEEK.items():
+            day = monday + timedelta(days=weekday)
+            template = str(rng.choice(choices))
+            pid = f"{user}:plan:{day.isoformat()}:{template}"
+            plans.append(
+                {
+                    "planned_session_id": pid,
+                    "user_id": user,
+                    "planned_date": day,
+                    "template": template,
+                }
+            )
+            if double == weekday:
+                activity(day, "shakeout", 6.0, None, "auto")
+            if rng.random() >= missed:
+                mode = str(rng.choice(MODES, p=MODE_P))
+                activity(
+                    day, template, 17.0 if double == weekday else 7.0 + 10 * rng.random(), pid, mode
+                )
+        if ride is not None:
+            activity(monday + timedelta(days=ride), "ride", 12.0, None, "auto")
+        if rng.random() < 0.1:
+            activity(monday, "unplanned", 18.0, None, "auto")
+    return plans, activities
+
+
+def _write_part(out: Path, plans, activities, pool, templates) -> dict:
+    """The matcher's five inputs and the truth for these plans and activities, in ``out``."""
+    import polars as pl
+
+    from pipelines.plans.model import PLANNED_SESSION_SCHEMA
+
+    samples, laps, truth, totals = pool
+    template_sessions, template_steps = templates
+    out.mkdir(parents=True)
+    planned = plans.join(
+        template_sessions.drop("planned_session_id", "user_id", "planned_date"),
+        on="template",
+    ).select(list(PLANNED_SESSION_SCHEMA))
+    steps = (
+        plans.select("planned_session_id", "template")
+        .join(template_steps.drop("planned_session_id"), on="template")
+        .drop("template")
+        .sort("planned_session_id", "step_index")
+    )
+    utc = pl.from_epoch((pl.col("start_s") * 1000).cast(pl.Int64), time_unit="ms")
+    sessions = activities.join(totals, on="run").select(
+        "session_id",
+        "user_id",
+        "sport",
+        utc.dt.replace_time_zone("UTC").alias("start_time_utc"),
+        (utc + pl.duration(seconds=pl.col("utc_offset_s"))).alias("start_time_local"),
+        "utc_offset_s",
+        "elapsed_s",
+        "timer_s",
+        "distance_m",
+    )
+    (
+        activities.lazy()
+        .select("session_id", "run", "start_s")
+        .join(samples.lazy(), on="run", maintain_order="left")
+        .with_columns(pl.col("t_s") + pl.col("start_s"))
+        .drop("run", "start_s")
+        .sink_parquet(out / "samples.parquet")
+    )
+    (
+        activities.lazy()
+        .select("session_id", "run", "mode", "start_s")
+        .join(laps.lazy(), on=["run", "mode"], maintain_order="left")
+        .select(
+            "session_id",
+            pl.lit("lap").alias("kind"),
+            "interval_index",
+            pl.col("start_s_right") + pl.col("start_s"),
+            pl.col("end_s") + pl.col("start_s"),
+            "lap_trigger",
+            "wkt_step_index",
+            "device_distance_m",
+            "distance_m",
+        )
+        .rename({"start_s_right": "start_s"})
+        .sink_parquet(out / "laps.parquet")
+    )
+    activities.filter(pl.col("planned_session_id").is_not_null()).select(
+        "planned_session_id", "session_id", "run", "mode", "start_s"
+    ).join(truth, on="run").select(
+        "planned_session_id",
+        pl.col("session_id").alias("true_session_id"),
+        "mode",
+        "step_index",
+        pl.col("true_start_s") + pl.col("start_s"),
+        pl.col("true_end_s") + pl.col("start_s"),
+    ).write_parquet(out / "truth.parquet")
+    planned.write_parquet(out / "planned_sessions.parquet")
+    steps.write_parquet(out / "planned_steps.parquet")
+    sessions.write_parquet(out / "sessions.parquet")
+    count = lambda name: pl.scan_parquet(out / name).select(pl.len()).collect().item()  # noqa: E731
+    return {
+        "planned_sessions": planned.height,
+        "planned_steps": steps.height,
+        "activities": sessions.height,
+        "samples": count("samples.parquet"),
+        "laps": count("laps.parquet"),
+        "samples_parquet_mb": round((out / "samples.parquet").stat().st_size / 2**20, 1),
+    }
+
+
+def generate(
+    sizes: list[int],
+    batched: int,
+    batch_size: int,
+    weeks: int,
+    variants: int,
+    seed: int,
+    missed: float,
+    directory: Path,
+) -> dict:
+    """Write one folder per size (``n<athletes>/``) with the matcher's five inputs and the
+    truth, and for ``batched`` athletes one folder per batch (``batched/part<k>/``); returns
+    their row counts."""
+    import polars as pl
+
+    t0 = time.perf_counter()
+    pool = _pool(variants, seed)
+    pool_s = time.perf_counter() - t0
+    templates = _templates()
+    plan_rows, activity_rows, first_activity = [], [], [0]
+    for a in range(max([*sizes, batched])):
+        p, act = _athlete(a, weeks, variants, seed, missed)
+        plan_rows += p
+        activity_rows += act
+        first_activity.append(len(activity_rows))
+    plans = pl.DataFrame(plan_rows).with_columns(
+        pl.col("user_id").str.strip_prefix("athlete").cast(pl.Int64).alias("_athlete")
+    )
+    activities = pl.DataFrame(activity_rows)
+
+    def part(out: Path, lo: int, hi: int) -> dict:
+        """Athletes lo … hi − 1."""
+        return {
+            "athletes": hi - lo,
+            "weeks": weeks,
+            **_write_part(
+                out,
+                plans.filter(pl.col("_athlete").is_between(lo, hi - 1)).drop("_athlete"),
+                activities.slice(first_activity[lo], first_activity[hi] - first_activity[lo]),
+                pool,
+                templates,
+            ),
+        }
+
+    report: dict = {"pool_runs": pool[3].height, "pool_s": round(pool_s, 2), "sizes": {}}
+    for n in sizes:
+        report["sizes"][n] = part(directory / f"n{n}", 0, n)
+    if batched:
+        parts = [
+            part(directory / "batched" / f"part{k:04d}", lo, min(lo + batch_size, batched))
+            for k, lo in enumerate(range(0, batched, batch_size))
+        ]
+        total = {k: round(sum(p[k] for p in parts), 1) for k in parts[0] if k != "weeks"}
+        report["batched"] = {**total, "weeks": weeks, "batch": batch_size, "parts": len(parts)}
+    report["generate_s"] = round(time.perf_counter() - t0, 2)
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# Worker: time the matcher on one size
+# --------------------------------------------------------------------------------------------
+
+
+def _rss_mb(field: str = "VmRSS") -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM, and so its rusage maxrss) — Linux ≥ 4.0."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def _timed(fn, *args):
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t0
+
+
+def check(matches, rows, truth) -> dict:
+    """Correctness against the generator's truth (see the module docstring)."""
+    import polars as pl
+
+    paired = matches.filter(pl.col("session_id").is_not_null())
+    done = truth.select("planned_session_id", "true_session_id").unique()
+    sessions = matches.join(done, on="planned_session_id", how="left")
+    structured = rows.join(
+        matches.filter(pl.col("n_steps") > 1).select("planned_session_id"),
+        on="planned_session_id",
+    ).join(truth, on=["planned_session_id", "step_index"])
+    epoch = lambda c: pl.col(c).dt.epoch("ms") / 1000  # noqa: E731
+    structured = structured.with_columns(
+        pl.col("session_id").eq_missing(pl.col("true_session_id")).alias("right_activity"),
+        (
+            ((epoch("start_time_utc") - pl.col("true_start_s")).abs() <= TOLERANCE_S)
+            & ((epoch("end_time_utc") - pl.col("true_end_s")).abs() <= TOLERANCE_S)
+        )
+        .fill_null(False)
+        .alias("within"),
+    )
+    right = structured.filter(pl.col("right_activity"))
+    by_evidence = right.group_by("evidence").agg(
+        pl.len().alias("steps"), pl.col("within").mean().alias("within_5s")
+    )
+    return {
+        "activities_paired_twice": paired.height - paired["session_id"].n_unique(),
+        "plans_run": done.height,
+        "plans_paired_with_their_activity": sessions.filter(
+            pl.col("session_id") == pl.col("true_session_id")
+        ).height,
+        "plans_run_paired_elsewhere": sessions.filter(
+            pl.col("true_session_id").is_not_null()
+            & ~pl.col("session_id").eq_missing(pl.col("true_session_id"))
+        ).height,
+        "plans_missed_but_paired": sessions.filter(
+            pl.col("true_session_id").is_null() & pl.col("session_id").is_not_null()
+        ).height,
+        "structured_steps_run": structured.height,
+        "structured_steps_within_5s": float(structured["within"].mean() or 0.0),
+        "structured_steps_within_5s_right_activity": float(right["within"].mean() or 0.0),
+        "by_evidence": {
+            e: {"steps": n, "within_5s": round(w, 4)}
+            for e, n, w in by_evidence.sort("evidence").iter_rows()
+        },
+        "status": dict(matches.group_by("status").len().sort("status").iter_rows()),
+    }
+
+
+def _measure(data: Path, repeat: int):
+    """Load one folder's inputs, reset the peak-RSS mark, time ``evaluate_plans`` (best of
+    ``repeat``) and then its phases; returns (timings, plan_matches, plan_interval_matches)."""
+    import polars as pl
+
+    from pipelines.plans import matching
+
+    t0 = time.perf_counter()
+    inputs = [
+        pl.read_parquet(data / f"{name}.parquet")
+        for name in ("planned_sessions", "planned_steps", "sessions", "samples", "laps")
+    ]
+    load_s = time.perf_counter() - t0
+    rss_loaded = _rss_mb()
+    load_peak = _rss_mb("VmHWM")
+    reset = _reset_peak_rss()
+    planned, steps, sessions, samples, laps = inputs
+    times = []
+    for _ in range(repeat):
+        (matches, rows), seconds = _timed(matching.evaluate_plans, *inputs)
+        times.append(seconds)
+    peak_evaluate = _rss_mb("VmHWM")
+    # Phases, each timed on its own (the same calls evaluate_plans and match_steps make).
+    pairs, t_sessions = _timed(matching.match_sessions, planned, sessions)
+    _, t_steps = _timed(matching.match_steps, pairs, steps, samples, laps)
+    paired = pairs.filter(pl.col("session_id").is_not_null())
+    paired_steps = steps.join(paired.select("planned_session_id"), on="planned_session_id")
+    from_laps, t_laps = _timed(matching._lap_evidence, paired, paired_steps, laps)
+    remaining = paired.join(
+        from_laps.select("planned_session_id").unique(), on="planned_session_id", how="anti"
+    )
+    _, t_cut = _timed(matching._cut, remaining, paired_steps, samples)
+    timings = {
+        "load_s": load_s,
+        "evaluate_s": min(times),
+        "evaluate_s_all": times,
+        "phases_s": {
+            "match_sessions": t_sessions,
+            "match_steps": t_steps,
+            "lap_evidence": t_laps,
+            "cut": t_cut,
+            "interval_metrics_and_rest": t_steps - t_laps - t_cut,
+        },
+        "rss_after_load_mb": rss_loaded,
+        "peak_rss_load_mb": load_peak,
+        "peak_rss_evaluate_mb": peak_evaluate,
+        "peak_reset_after_load": reset,
+    }
+    return timings, matches, rows
+
+
+def worker(data: Path, repeat: int) -> None:
+    """Child process: measure one folder, or each batch folder of ``data`` in turn (times
+    summed, peaks the largest), check the outputs against the truth, print JSON."""
+    import polars as pl
+
+    import pipelines.plans.matching  # noqa: F401 — import cost out of the timings
+
+    rss_imports = _rss_mb()
+    folders = [data] if (data / "planned_sessions.parquet").exists() else sorted(data.glob("part*"))
+    parts, matches, rows = [], [], []
+    for folder in folders:
+        timings, m, r = _measure(folder, repeat)
+        parts.append(timings)
+        matches.append(m)
+        rows.append(r)
+    truth = pl.concat([pl.read_parquet(f / "truth.parquet") for f in folders])
+    total = {key: sum(p[key] for p in parts) for key in ("load_s", "evaluate_s")} | {
+        key: max(p[key] for p in parts)
+        for key in ("rss_after_load_mb", "peak_rss_load_mb", "peak_rss_evaluate_mb")
+    }
+    total["phases_s"] = {k: sum(p["phases_s"][k] for p in parts) for k in parts[0]["phases_s"]}
+    total["evaluate_s_all"] = [
+        sum(t) for t in zip(*(p["evaluate_s_all"] for p in parts), strict=True)
+    ]
+    total["peak_reset_after_load"] = all(p["peak_reset_after_load"] for p in parts)
+    total["batches"] = len(parts)
+    total["rss_after_imports_mb"] = rss_imports
+    total["correctness"] = check(pl.concat(matches), pl.concat(rows), truth)
+    print(json.dumps(total))
+
+
+# --------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------
+
+
+def _child(args: list[str]) -> tuple[str, object]:
+    """Run this module in a subprocess; its last stdout line and its own rusage from wait4
+    (``RUSAGE_CHILDREN`` would be the maximum over every child so far)."""
+    cmd = [sys.executable, "-m", "benchmarks.plan_matching_speed", *args]
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=err)
+        stdout = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{args} failed ({proc.returncode}):\n{err.read().decode()[-3000:]}")
+    return stdout.decode().strip().splitlines()[-1], usage
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--athletes", default="25,50,100", help="comma-separated sizes")
+    parser.add_argument("--weeks", type=int, default=52)
+    parser.add_argument("--variants", type=int, default=24, help="simulated runs per structure")
+    parser.add_argument("--missed", type=float, default=0.1, help="share of plans not run")
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs per size (best)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--batched",
+        type=int,
+        default=0,
+        help="also match this many athletes, --batch-size at a time (0: don't)",
+    )
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    sizes = sorted({int(x) for x in args.athletes.split(",") if x.strip()})
+    if args.worker:
+        worker(args.worker, args.repeat)
+        return 0
+    if args.generate:
+        report = generate(
+            sizes,
+            args.batched,
+            args.batch_size,
+            args.weeks,
+            args.variants,
+            args.seed,
+            args.missed,
+            args.generate,
+        )
+        print(json.dumps(report))
+        return 0
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="plan_matching_speed_") as tmp:
+        line, _ = _child(
+            [
+                "--generate",
+                tmp,
+                "--athletes",
+                ",".join(map(str, sizes)),
+                "--batched",
+                str(args.batched),
+                "--batch-size",
+                str(args.batch_size),
+                "--weeks",
+                str(args.weeks),
+                "--seed",
+                str(args.seed),
+                "--variants",
+                str(args.variants),
+                "--missed",
+                str(args.missed),
+            ]
+        )
+        generated = json.loads(line)
+        print(
+            f"input: {generated['pool_runs']} simulated runs in the pool "
+            f"({generated['pool_s']} s); generated in {generated['generate_s']} s",
+            flush=True,
+        )
+        print(HEADER, flush=True)
+        runs = [(str(n), generated["sizes"][str(n)], Path(tmp) / f"n{n}") for n in sizes]
+        if args.batched:
+            runs.append(("batched", generated["batched"], Path(tmp) / "batched"))
+        results = []
+        for label, size, folder in runs:
+            run_started = time.perf_counter()
+            line, usage = _child(["--worker", str(folder), "--repeat", str(args.repeat)])
+            report = {"label": label, **size, **json.loads(line)}
+            report["peak_rss_mb"] = usage.ru_maxrss / 1024  # Linux: KiB
+            report["cpu_s"] = usage.ru_utime + usage.ru_stime
+            report["process_wall_s"] = time.perf_counter() - run_started
+            seconds = report["evaluate_s"]
+            report["sessions_per_s"] = size["planned_sessions"] / seconds
+            report["steps_per_s"] = size["planned_steps"] / seconds
+            report["samples_per_s"] = size["samples"] / seconds
+            results.append(report)
+            print(_row(report), flush=True)
+    print()
+    print(_table(results))
+    print()
+    for r in results:
+        c = r["correctness"]
+        evidence = ", ".join(
+            f"{e} {v['within_5s']:.1%} of {v['steps']:,}" for e, v in c["by_evidence"].items()
+        )
+        print(
+            f"{_label(r):>11}: structured steps within ±{TOLERANCE_S:.0f} s "
+            f"{c['structured_steps_within_5s']:.1%} of {c['structured_steps_run']:,} "
+            f"({c['structured_steps_within_5s_right_activity']:.1%} where the plan got the "
+            f"activity that ran it; {evidence}); plans paired with their activity "
+            f"{c['plans_paired_with_their_activity']:,}/{c['plans_run']:,}, elsewhere "
+            f"{c['plans_run_paired_elsewhere']:,}, missed-but-paired "
+            f"{c['plans_missed_but_paired']:,}; activities paired twice "
+            f"{c['activities_paired_twice']}"
+        )
+    payload = {
+        "benchmark": "plan_matching_speed",
+        "issue": "matching time for 1,000 athletes × one year of plans and activities",
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "polars": _version("polars"),
+        },
+        "parameters": {
+            "athletes": sizes,
+            "batched": args.batched,
+            "batch_size": args.batch_size,
+            "weeks": args.weeks,
+            "variants": args.variants,
+            "missed": args.missed,
+            "repeat": args.repeat,
+            "seed": args.seed,
+        },
+        "generation": {k: v for k, v in generated.items() if k != "sizes"},
+        "results": results,
+        "total_wall_s": time.perf_counter() - started,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nwrote {args.out} ({payload['total_wall_s']:.0f} s in all)")
+    return 0
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+HEADER = (
+    f"{'athletes':>11} {'plans':>8} {'steps':>9} {'acts':>8} {'samples':>11} "
+    f"{'seconds':>8} {'sess/s':>8} {'steps/s':>9} {'Msmp/s':>7} {'peak MB':>8}  "
+    f"{'sessions':>8} {'laps':>6} {'cut':>6} {'metrics':>7}"
+)
+
+
+def _label(r: dict) -> str:
+    """``1,000`` or, matched in batches, ``1,000/100``."""
+    n = f"{r['athletes']:,}"
+    return f"{n}/{r['batch']:,}" if r["label"] == "batched" else n
+
+
+def _row(r: dict) -> str:
+    p = r["phases_s"]
+    return (
+        f"{_label(r):>11} {r['planned_sessions']:>8,} {r['planned_steps']:>9,} "
+        f"{r['activities']:>8,} {r['samples']:>11,} {r['evaluate_s']:>8.2f} "
+        f"{r['sessions_per_s']:>8,.0f} {r['steps_per_s']:>9,.0f} "
+        f"{r['samples_per_s'] / 1e6:>7.2f} {r['peak_rss_mb']:>8,.0f}  "
+        f"{p['match_sessions']:>8.2f} {p['lap_evidence']:>6.2f} {p['cut']:>6.2f} "
+        f"{p['interval_metrics_and_rest']:>7.2f}"
+    )
+
+
+def _table(results: list[dict]) -> str:
+    return "\n".join([HEADER, *(_row(r) for r in results)])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
