@@ -64,8 +64,10 @@ def test_native_plan_unrolls_repeats_with_targets_as_speeds():
         (b"sessions: [{date: 2026-01-01, intervals: [{duration: soon}]}]", "duration 'soon'"),
         (b"sessions: [{date: 2026-01-01, intervals: [{distance: 1km, pace: '5:00'}]}]", "/km"),
         (b"sessions: [{date: 2026-01-01, intervals: [{repeat: 0, intervals: []}]}]", "repeat"),
-        (b"sessions: [{date: 2026-01-01, intervals: [{kind: sprint, duration: 1min}]}]",
-         "unknown kind"),
+        (
+            b"sessions: [{date: 2026-01-01, intervals: [{kind: sprint, duration: 1min}]}]",
+            "unknown kind",
+        ),
         (b"{ not yaml", "not valid YAML"),
     ],
 )
@@ -98,17 +100,21 @@ def test_garmin_training_api_workout_and_schedule(fixtures):
 
 def _sessions_frame(samples: pl.DataFrame, user: str, day: date) -> pl.DataFrame:
     spans = samples.group_by("session_id").agg(
-        pl.col("t_s").min().alias("t0"), pl.col("t_s").max().alias("t1"),
-        pl.col("distance_m").max().alias("distance_m"), pl.col("timer_s").max().alias("timer_s"),
+        pl.col("t_s").min().alias("t0"),
+        pl.col("t_s").max().alias("t1"),
+        pl.col("distance_m").max().alias("distance_m"),
+        pl.col("timer_s").max().alias("timer_s"),
     )
     return spans.select(
         "session_id",
         pl.lit(user).alias("user_id"),
         pl.lit("running").alias("sport"),
         pl.from_epoch((pl.col("t0") * 1000).cast(pl.Int64), time_unit="ms")
-        .dt.replace_time_zone("UTC").alias("start_time_utc"),
+        .dt.replace_time_zone("UTC")
+        .alias("start_time_utc"),
         pl.from_epoch((pl.col("t0") * 1000).cast(pl.Int64), time_unit="ms").alias(
-            "start_time_local"),
+            "start_time_local"
+        ),
         (pl.col("t1") - pl.col("t0")).alias("elapsed_s"),
         "timer_s",
         "distance_m",
@@ -160,12 +166,13 @@ def test_synthetic_runs_recover_true_step_boundaries():
         truths.append(truth.with_columns(pl.lit(row["planned_session_id"]).alias("pid")))
     samples = clean_samples(pl.concat(all_samples, how="diagonal_relaxed").lazy()).collect()
     sessions = _sessions_frame(samples, "athlete", date(2026, 4, 1))
-    matches, step_rows = evaluate_plans(planned, steps, sessions, samples,
-                                        pl.concat(all_laps))
+    matches, step_rows = evaluate_plans(planned, steps, sessions, samples, pl.concat(all_laps))
     assert matches["status"].to_list() == ["completed"] * 3
     assert matches["session_id"].to_list() == ["act0", "act1", "act2"]
-    joined = step_rows.join(pl.concat(truths).rename({"pid": "planned_session_id"}),
-                            on=["planned_session_id", "step_index"])
+    joined = step_rows.join(
+        pl.concat(truths).rename({"pid": "planned_session_id"}),
+        on=["planned_session_id", "step_index"],
+    )
     start_err = (joined["start_time_utc"].dt.epoch("ms") / 1000 - joined["true_start_s"]).abs()
     end_err = (joined["end_time_utc"].dt.epoch("ms") / 1000 - joined["true_end_s"]).abs()
     within = ((start_err <= 5) & (end_err <= 5)).mean()
@@ -182,11 +189,14 @@ def test_two_runs_on_one_day_pick_the_one_that_fits():
     steps0 = steps.filter(pl.col("planned_session_id") == plan0["planned_session_id"][0])
     day = datetime(2026, 4, 1, 7, 0).timestamp()
     workout, laps, _ = simulate_session(steps0, "the-workout", day + 3600 * 10, rng)
-    _easy_plan, easy_steps = native(b"""
+    _easy_plan, easy_steps = native(
+        b"""
 sessions:
   - date: 2026-04-01
     intervals: [{kind: work, duration: 90min}]
-""", "athlete")
+""",
+        "athlete",
+    )
     easy, easy_laps, _ = simulate_session(easy_steps, "long-easy-run", day, rng)
     samples = clean_samples(pl.concat([workout, easy]).lazy()).collect()
     sessions = _sessions_frame(samples, "athlete", date(2026, 4, 1))
@@ -199,31 +209,49 @@ def _fit_activity(fixtures, name: str, session_id: str):
 
     decoded = decode_fit((fixtures / "fit" / name).read_bytes())
     epoch = lambda c: pl.col(c).dt.epoch("ms") / 1000  # noqa: E731
-    samples = clean_samples(decoded.records.lazy().select(
-        pl.lit(session_id).alias("session_id"), epoch("time_utc").alias("t_s"), "distance_m",
-        pl.col("hr_bpm"), pl.col("speed_mps"))).collect()
+    samples = clean_samples(
+        decoded.records.lazy().select(
+            pl.lit(session_id).alias("session_id"),
+            epoch("time_utc").alias("t_s"),
+            "distance_m",
+            pl.col("hr_bpm"),
+            pl.col("speed_mps"),
+        )
+    ).collect()
     laps = decoded.laps.select(
-        pl.lit(session_id).alias("session_id"), pl.lit("lap").alias("kind"),
-        pl.col("lap_index").alias("interval_index"), epoch("start_time_utc").alias("start_s"),
+        pl.lit(session_id).alias("session_id"),
+        pl.lit("lap").alias("kind"),
+        pl.col("lap_index").alias("interval_index"),
+        epoch("start_time_utc").alias("start_s"),
         (epoch("start_time_utc") + pl.col("total_elapsed_time_s")).alias("end_s"),
-        "lap_trigger", "wkt_step_index", pl.col("total_distance_m").alias("device_distance_m"),
-        pl.col("total_distance_m").alias("distance_m"))
+        "lap_trigger",
+        "wkt_step_index",
+        pl.col("total_distance_m").alias("device_distance_m"),
+        pl.col("total_distance_m").alias("distance_m"),
+    )
     session = decoded.sessions.select(
-        pl.lit(session_id).alias("session_id"), pl.lit("u").alias("user_id"), "sport",
-        "start_time_utc", (pl.col("start_time_utc").dt.replace_time_zone(None)
-                           + pl.duration(seconds=decoded.file["utc_offset_s"][0]))
-        .alias("start_time_local"),
+        pl.lit(session_id).alias("session_id"),
+        pl.lit("u").alias("user_id"),
+        "sport",
+        "start_time_utc",
+        (
+            pl.col("start_time_utc").dt.replace_time_zone(None)
+            + pl.duration(seconds=decoded.file["utc_offset_s"][0])
+        ).alias("start_time_local"),
         pl.col("total_elapsed_time_s").alias("elapsed_s"),
-        pl.col("total_timer_time_s").alias("timer_s"), pl.col("total_distance_m").alias(
-            "distance_m"))
+        pl.col("total_timer_time_s").alias("timer_s"),
+        pl.col("total_distance_m").alias("distance_m"),
+    )
     assert set(SAMPLE_SCHEMA) >= set(samples.columns) - {"hr_bpm"}
     return samples, laps, session, decoded
 
 
 def test_real_structured_run_matches_by_workout_step_index(fixtures):
     samples, laps, session, decoded = _fit_activity(
-        fixtures, "running-with-developer-data.fit", "fenix5x")
-    planned, steps = native(b"""
+        fixtures, "running-with-developer-data.fit", "fenix5x"
+    )
+    planned, steps = native(
+        b"""
 sessions:
   - date: 2018-06-14
     intervals:
@@ -233,7 +261,9 @@ sessions:
           - {kind: work, distance: 1km, pace: "4:20-4:50/km"}
           - {kind: recovery, duration: 60s}
       - {kind: cooldown}
-""", "u")
+""",
+        "u",
+    )
     matches, rows = evaluate_plans(planned, steps, session, samples, laps)
     assert matches["session_id"].to_list() == ["fenix5x"]
     assert set(rows["evidence"]) == {"wkt_step_index"}
@@ -248,7 +278,8 @@ sessions:
 
 def test_real_manual_lap_intervals_match_by_laps(fixtures):
     samples, laps, session, _ = _fit_activity(fixtures, "track_cs_834323.fit", "fenix6x")
-    planned, steps = native(b"""
+    planned, steps = native(
+        b"""
 sessions:
   - date: 2020-05-01
     intervals:
@@ -259,7 +290,9 @@ sessions:
           - {kind: recovery, duration: 2min}
       - {kind: work, duration: 2:30, pace: "3:50-4:05/km"}
       - {kind: cooldown, duration: 6min}
-""", "u")
+""",
+        "u",
+    )
     matches, rows = evaluate_plans(planned, steps, session, samples, laps)
     assert set(rows["evidence"]) == {"manual_laps"}
     work = rows.filter(pl.col("kind") == "work")
@@ -270,17 +303,69 @@ sessions:
 
 def test_missed_session_is_grey():
     planned, steps = native()
-    empty = pl.DataFrame(schema={"session_id": pl.String, "user_id": pl.String,
-                                 "sport": pl.String, "start_time_utc": pl.Datetime("ms", "UTC"),
-                                 "start_time_local": pl.Datetime("ms"), "elapsed_s": pl.Float64,
-                                 "timer_s": pl.Float64, "distance_m": pl.Float64})
+    empty = pl.DataFrame(
+        schema={
+            "session_id": pl.String,
+            "user_id": pl.String,
+            "sport": pl.String,
+            "start_time_utc": pl.Datetime("ms", "UTC"),
+            "start_time_local": pl.Datetime("ms"),
+            "elapsed_s": pl.Float64,
+            "timer_s": pl.Float64,
+            "distance_m": pl.Float64,
+        }
+    )
     samples = pl.DataFrame(schema=SAMPLE_SCHEMA)
-    laps = pl.DataFrame(schema={"session_id": pl.String, "kind": pl.String,
-                                "interval_index": pl.Int64, "start_s": pl.Float64,
-                                "end_s": pl.Float64, "lap_trigger": pl.String,
-                                "wkt_step_index": pl.Int64, "device_distance_m": pl.Float64,
-                                "distance_m": pl.Float64})
+    laps = pl.DataFrame(
+        schema={
+            "session_id": pl.String,
+            "kind": pl.String,
+            "interval_index": pl.Int64,
+            "start_s": pl.Float64,
+            "end_s": pl.Float64,
+            "lap_trigger": pl.String,
+            "wkt_step_index": pl.Int64,
+            "device_distance_m": pl.Float64,
+            "distance_m": pl.Float64,
+        }
+    )
     matches, rows = evaluate_plans(planned, steps, empty, samples, laps)
     assert matches["status"].to_list() == ["missed", "missed"]
     assert matches["grade"].to_list() == ["grey", "grey"]
     assert not rows["matched"].any()
+
+
+def test_distance_steps_count_at_target_pace_when_choosing_between_runs():
+    """A plan mostly in kilometres must not look like a short run: '3 x 2 km' is ~50 min,
+    so a 30-minute shake-out on the same day is not it."""
+    rng = np.random.default_rng(8)
+    planned, steps = native(
+        b"""
+sessions:
+  - date: 2026-04-01
+    intervals:
+      - {kind: warmup, duration: 10min}
+      - repeat: 3
+        intervals:
+          - {kind: work, distance: 2km, pace: "4:00-4:10/km"}
+          - {kind: recovery, duration: 3min}
+      - {kind: cooldown, duration: 10min}
+""",
+        "athlete",
+    )
+    assert planned["estimated_duration_s"][0] > 2 * planned["planned_duration_s"][0] - 600
+    day = datetime(2026, 4, 1, 7, 0).timestamp()
+    workout, laps, _ = simulate_session(steps, "the-workout", day + 3600 * 9, rng)
+    _, shake_steps = native(
+        b"""
+sessions:
+  - date: 2026-04-01
+    intervals: [{kind: work, duration: 30min}]
+""",
+        "athlete",
+    )
+    shake, shake_laps, _ = simulate_session(shake_steps, "shake-out", day, rng)
+    samples = clean_samples(pl.concat([workout, shake]).lazy()).collect()
+    sessions = _sessions_frame(samples, "athlete", date(2026, 4, 1))
+    matches, _ = evaluate_plans(planned, steps, sessions, samples, pl.concat([laps, shake_laps]))
+    assert matches["session_id"].to_list() == ["the-workout"]

@@ -73,12 +73,12 @@ def match_sessions(
         "user_id",
         "planned_date",
         sport_family(pl.col("sport")).alias("family"),
-        "planned_duration_s",
+        "estimated_duration_s",
         "planned_distance_m",
     )
     size_error = (
-        pl.when(pl.col("planned_duration_s") > 0)
-        .then((pl.col("actual_duration_s") / pl.col("planned_duration_s")).log().abs())
+        pl.when(pl.col("estimated_duration_s") > 0)
+        .then((pl.col("actual_duration_s") / pl.col("estimated_duration_s")).log().abs())
         .when(pl.col("planned_distance_m") > 0)
         .then((pl.col("actual_distance_m") / pl.col("planned_distance_m")).log().abs())
         .otherwise(0.0)

@@ -27,8 +27,20 @@ PLANNED_SESSION_SCHEMA: dict[str, pl.DataType] = {
     "sport": pl.String(),
     "name": pl.String(),
     "n_steps": pl.Int64(),
-    "planned_duration_s": pl.Float64(),  # sum over steps with a duration (and estimated ones)
-    "planned_distance_m": pl.Float64(),
+    "planned_duration_s": pl.Float64(),  # sum over the steps given as a duration
+    "planned_distance_m": pl.Float64(),  # sum over the steps given as a distance
+    # whole session in seconds: distance steps at their target's middle speed (else a typical
+    # speed for the sport); what session matching compares activities with
+    "estimated_duration_s": pl.Float64(),
+}
+
+# m/s, for distance steps without a speed target
+TYPICAL_SPEED = {"running": 3.0, "cycling": 7.5, "swimming": 1.0, "walking": 1.4}
+_FAMILY_WORDS = {
+    "running": ("run", "jog"),
+    "cycling": ("bik", "cycl", "ride"),
+    "swimming": ("swim",),
+    "walking": ("walk", "hik"),
 }
 
 PLANNED_STEP_SCHEMA: dict[str, pl.DataType] = {
@@ -215,6 +227,24 @@ def unroll(session: PlannedSession) -> list[dict]:
     return rows
 
 
+def estimated_duration(steps: list[dict], sport: str) -> float | None:
+    name = sport.lower()
+    family = next(
+        (f for f, words in _FAMILY_WORDS.items() if any(w in name for w in words)), "running"
+    )
+    typical = TYPICAL_SPEED[family]
+    total = 0.0
+    for step in steps:
+        if step["planned_duration_s"]:
+            total += step["planned_duration_s"]
+        elif step["planned_distance_m"]:
+            speed = typical
+            if step["target_type"] == "speed" and step["target_low"] and step["target_high"]:
+                speed = (step["target_low"] + step["target_high"]) / 2
+            total += step["planned_distance_m"] / speed
+    return total or None
+
+
 def frames(user_id: str, sessions: list[PlannedSession]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(planned_sessions, planned_steps) for one plan file."""
     session_rows, step_rows = [], []
@@ -238,6 +268,7 @@ def frames(user_id: str, sessions: list[PlannedSession]) -> tuple[pl.DataFrame, 
                 "n_steps": len(steps),
                 "planned_duration_s": sum(durations) if durations else None,
                 "planned_distance_m": sum(distances) if distances else None,
+                "estimated_duration_s": estimated_duration(steps, session.sport),
             }
         )
     return (
