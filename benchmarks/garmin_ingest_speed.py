@@ -68,6 +68,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from benchmarks.memory import reset_peak_rss, rss_mb
+
 RESULTS = Path(__file__).resolve().parent / "results" / "garmin_ingest_speed.json"
 METHODS = ("naive", "parse_push", "ingest", "json_loads")
 WRITERS = ("naive", "parse_push", "ingest")  # methods whose outputs are compared
@@ -391,24 +393,6 @@ METHOD_FUNCTIONS = {
 # --------------------------------------------------------------------------------------------
 
 
-def _rss_mb(field: str = "VmRSS") -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak RSS (VmHWM, and so its rusage maxrss) — Linux ≥ 4.0."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        return False
-    return True
-
-
 def worker(method: str, landing: Path, out: Path) -> None:
     """Child process: import everything, reset the peak-RSS mark, run once, print JSON."""
     import polars  # noqa: F401 — import cost and memory out of the measurement
@@ -417,8 +401,8 @@ def worker(method: str, landing: Path, out: Path) -> None:
     import pipelines.garmin.push
     import pipelines.lake.ledger  # noqa: F401
 
-    rss_imports = _rss_mb()
-    reset = _reset_peak_rss()
+    rss_imports = rss_mb()
+    reset = reset_peak_rss()
     t0, cpu0 = time.perf_counter(), time.process_time()
     report = METHOD_FUNCTIONS[method](landing, out)
     report["seconds"] = time.perf_counter() - t0

@@ -63,6 +63,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.memory import reset_peak_rss, rss_mb
+
 RESULTS = Path(__file__).resolve().parent / "results" / "interval_speed.json"
 METHODS = ("loop", "merge", "duckdb", "numpy", "lead_boundaries", "lead", "lead_cleaned_first")
 BASELINE = "loop"
@@ -348,24 +350,6 @@ METHOD_FUNCTIONS = {
 # --------------------------------------------------------------------------------------------
 
 
-def _rss_mb(field: str = "VmRSS") -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak RSS (VmHWM, and so its rusage maxrss) — Linux ≥ 4.0."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        return False
-    return True
-
-
 def worker(method: str, data: Path, repeat: int) -> None:
     """Child process: load, reset the peak-RSS mark, run ``repeat`` times, save the result and
     print timings and memory as JSON."""
@@ -375,14 +359,14 @@ def worker(method: str, data: Path, repeat: int) -> None:
         import duckdb  # noqa: F401 — import cost out of the timing, like polars'
     if method.startswith("lead"):
         import pipelines.intervals  # noqa: F401
-    rss_imports = _rss_mb()
+    rss_imports = rss_mb()
     t0 = time.perf_counter()
     samples = pl.read_parquet(data / "samples.parquet")
     laps = pl.read_parquet(data / "laps.parquet")
     load_s = time.perf_counter() - t0
-    rss_loaded = _rss_mb()
-    load_peak = _rss_mb("VmHWM")
-    reset = _reset_peak_rss()
+    rss_loaded = rss_mb()
+    load_peak = rss_mb("VmHWM")
+    reset = reset_peak_rss()
     fn = METHOD_FUNCTIONS[method]
     times = []
     for _ in range(repeat):
@@ -401,7 +385,7 @@ def worker(method: str, data: Path, repeat: int) -> None:
                 "rss_after_load_mb": rss_loaded,
                 "peak_rss_load_mb": load_peak,
                 "peak_reset_after_load": reset,
-                "vm_hwm_end_mb": _rss_mb("VmHWM"),
+                "vm_hwm_end_mb": rss_mb("VmHWM"),
             }
         )
     )

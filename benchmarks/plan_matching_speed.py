@@ -66,6 +66,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.memory import reset_peak_rss, rss_mb
+
 RESULTS = Path(__file__).resolve().parent / "results" / "plan_matching_speed.json"
 FIRST_MONDAY = date(2025, 1, 6)
 TOLERANCE_S = 5.0
@@ -455,24 +457,6 @@ def generate(
 # --------------------------------------------------------------------------------------------
 
 
-def _rss_mb(field: str = "VmRSS") -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak RSS (VmHWM, and so its rusage maxrss) — Linux ≥ 4.0."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        return False
-    return True
-
-
 def _timed(fn, *args):
     t0 = time.perf_counter()
     out = fn(*args)
@@ -541,15 +525,15 @@ def _measure(data: Path, repeat: int):
         for name in ("planned_sessions", "planned_steps", "sessions", "samples", "laps")
     ]
     load_s = time.perf_counter() - t0
-    rss_loaded = _rss_mb()
-    load_peak = _rss_mb("VmHWM")
-    reset = _reset_peak_rss()
+    rss_loaded = rss_mb()
+    load_peak = rss_mb("VmHWM")
+    reset = reset_peak_rss()
     planned, steps, sessions, samples, laps = inputs
     times = []
     for _ in range(repeat):
         (matches, rows), seconds = _timed(matching.evaluate_plans, *inputs)
         times.append(seconds)
-    peak_evaluate = _rss_mb("VmHWM")
+    peak_evaluate = rss_mb("VmHWM")
     # Phases, each timed on its own (the same calls evaluate_plans and match_steps make).
     pairs, t_sessions = _timed(matching.match_sessions, planned, sessions)
     _, t_steps = _timed(matching.match_steps, pairs, steps, samples, laps)
@@ -586,7 +570,7 @@ def worker(data: Path, repeat: int) -> None:
 
     import pipelines.plans.matching  # noqa: F401 — import cost out of the timings
 
-    rss_imports = _rss_mb()
+    rss_imports = rss_mb()
     folders = [data] if (data / "planned_sessions.parquet").exists() else sorted(data.glob("part*"))
     parts, matches, rows = [], [], []
     for folder in folders:
