@@ -273,7 +273,10 @@ def naive_rows(raw: bytes) -> dict[str, list[dict]]:
                 }
                 for key, column, kind in spec.fields:
                     row[column] = _convert(item.get(key), kind)
-                row["raw_json"] = json.dumps(item, separators=COMPACT)
+                # like the pipeline: the exploded heart-rate map is not repeated in raw_json
+                series_keys = {key for key, _ in spec.series}
+                unmodelled = {k: v for k, v in item.items() if k not in series_keys}
+                row["raw_json"] = json.dumps(unmodelled, separators=COMPACT)
                 rows["garmin_dailies"].append(row)
                 for key, series in spec.series:
                     for offset_s, value in (item.get(key) or {}).items():

@@ -146,6 +146,11 @@ BRONZE_TABLES: dict[str, dict[str, pl.DataType]] = {
     "garmin_other_summaries": OTHER_SCHEMA,
 }
 
+# Time-offset maps and sleep levels stored as rows of garmin_timeseries / garmin_sleep_levels.
+EXPLODED_KEYS = frozenset(
+    {key for spec in SPECS.values() for key, _ in spec.series} | {"sleepLevelsMap"}
+)
+
 # Known keys without a bronze table of their own (activityFiles is ping-only).
 ACTIVITY_TYPES = ("activities", "manuallyUpdatedActivities", "activityDetails", "activityFiles")
 
@@ -434,7 +439,9 @@ def _parse_item(summary_type: str, index: int, item: Any, out: ParsedPush) -> No
         row = summary_row(spec, keys, item)
         series = series_frame(spec, keys, item)
         levels = sleep_levels_frame(keys, item) if summary_type == "sleeps" else None
-        row["raw_json"] = _without(item)
+        # Maps already exploded into their own tables are left out, as samples and laps are
+        # for activityDetails: raw_json keeps what is not modelled.
+        row["raw_json"] = _without(item, *EXPLODED_KEYS)
         out.add_row(spec.table, row)
         out.add("garmin_timeseries", series)
         if levels is not None:
