@@ -547,6 +547,7 @@ PLAN_INTERVAL_MATCH_COLUMNS = [
     "target_high",
     "planned_pace_fast_s_per_km",
     "planned_pace_slow_s_per_km",
+    "planned_pace_s_per_km",
     "actual_duration_s",
     "actual_elapsed_s",
     "actual_distance_m",
@@ -633,6 +634,10 @@ def evaluate_plans(
         pl.when(speed_target)
         .then(1000.0 / pl.col("target_low"))
         .alias("planned_pace_slow_s_per_km"),
+        # the pace of the target range's middle speed
+        pl.when(speed_target)
+        .then(2000.0 / (pl.col("target_low") + pl.col("target_high")))
+        .alias("planned_pace_s_per_km"),
         pl.when(pl.col("actual_duration_s") > 0)
         .then(100.0 * pl.col("time_in_target_s") / pl.col("actual_duration_s"))
         .alias("time_in_target_pct"),
