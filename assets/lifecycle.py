@@ -12,6 +12,4 @@ from pipelines.resources import WearhouseLake
 )
 def user_erasure(lake: WearhouseLake) -> dg.MaterializeResult:
     report = erase_deregistered(lake.landing_path, lake.layout)
-    return dg.MaterializeResult(
-        metadata={"users_erased": report.users, "erased": report.erased}
-    )
+    return dg.MaterializeResult(metadata={"users_erased": report.users, "erased": report.erased})

@@ -23,13 +23,17 @@ def test_export_zip_with_nested_zips_and_duplicates(tmp_path, fixtures, capsys):
     ride = (fixtures / "fit" / "garmin-edge-500-activity.fit").read_bytes()
     uploads = zip_bytes({"UploadedFiles_0-Part1/run.fit": run, "ride.FIT": ride})
     export = tmp_path / "export.zip"
-    export.write_bytes(zip_bytes({
-        "DI_CONNECT/DI-Connect-Uploaded-Files/UploadedFiles_0-_Part1.zip": uploads,
-        "DI_CONNECT/also-run.fit": run,  # the same activity twice
-        "DI_CONNECT/broken.fit": b"not a fit file at all",
-        "README.txt": b"ignored",
-        "../../evil.fit": ride,  # names inside archives never become paths
-    }))
+    export.write_bytes(
+        zip_bytes(
+            {
+                "DI_CONNECT/DI-Connect-Uploaded-Files/UploadedFiles_0-_Part1.zip": uploads,
+                "DI_CONNECT/also-run.fit": run,  # the same activity twice
+                "DI_CONNECT/broken.fit": b"not a fit file at all",
+                "README.txt": b"ignored",
+                "../../evil.fit": ride,  # names inside archives never become paths
+            }
+        )
+    )
     home = tmp_path / "home"
     assert main(["import", str(export), "--user", "athlete-9", "--home", str(home)]) == 0
     out = capsys.readouterr().out

@@ -33,26 +33,35 @@ def query(settings, sql):
 
 
 def test_plans_from_landing_are_matched(settings, fixtures):
-    shutil.copy(fixtures / "fit" / "track_cs_834323.fit",
-                land(settings, "fit/coached/run.fit", b""))
+    shutil.copy(
+        fixtures / "fit" / "track_cs_834323.fit", land(settings, "fit/coached/run.fit", b"")
+    )
     land(settings, "plans/coached/block.yaml", PLAN)
     land(settings, "plans/coached/broken.yaml", "sessions: [{date: 2020-05-04}]")
     workout = json.loads(
-        (fixtures / "garmin" / "synthetic_training_workout_v2_run_intervals.json").read_text())
+        (fixtures / "garmin" / "synthetic_training_workout_v2_run_intervals.json").read_text()
+    )
     land(settings, "plans/coached/workouts/123456789.json", workout)
-    land(settings, "plans/coached/schedules/may.json", {"workoutId": 123456789,
-                                                         "date": "2020-05-05"})
+    land(
+        settings, "plans/coached/schedules/may.json", {"workoutId": 123456789, "date": "2020-05-05"}
+    )
     assert run_pipeline(settings, out=io.StringIO())
-    rows = query(settings, "SELECT planned_date::VARCHAR, status, grade, evidence "
-                           "FROM plan_matches ORDER BY planned_date")
+    rows = query(
+        settings,
+        "SELECT planned_date::VARCHAR, status, grade, evidence "
+        "FROM plan_matches ORDER BY planned_date",
+    )
     assert rows == [
         ("2020-05-01", "completed", "green", "manual_laps"),
         ("2020-05-02", "missed", "grey", None),
         ("2020-05-05", "missed", "grey", None),
     ]
-    (n, within) = query(settings, "SELECT count(*), count(*) FILTER (WHERE within_target) "
-                                  "FROM plan_interval_matches WHERE kind = 'work' "
-                                  "AND session_id IS NOT NULL")[0]
+    (n, within) = query(
+        settings,
+        "SELECT count(*), count(*) FILTER (WHERE within_target) "
+        "FROM plan_interval_matches WHERE kind = 'work' "
+        "AND session_id IS NOT NULL",
+    )[0]
     assert (n, within) == (4, 4)
     reasons = [r[0] for r in query(settings, "SELECT reason FROM quarantine")]
     assert any("needs a non-empty 'intervals' list" in r for r in reasons)

@@ -198,8 +198,10 @@ def erase_user(
             )
     # Ping fetch state names the user (and the landed paths).
     _rewrite_parts(
-        layout.root / "raw" / "ping_state", pl.col("user_id").ne_missing(user_id),
-        "raw/ping_state", report,
+        layout.root / "raw" / "ping_state",
+        pl.col("user_id").ne_missing(user_id),
+        "raw/ping_state",
+        report,
     )
     for markers, column in (
         (bronze_root / "_processed", "path"),
