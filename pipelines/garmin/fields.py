@@ -49,9 +49,9 @@ def coerce(item: dict[str, Any], key: str, kind: str) -> Any:
     raise FieldError(f"field {key!r}: expected {kind}, got {type(value).__name__} {value!r:.40}")
 
 
-def utc_offset_s(item: dict[str, Any]) -> int | None:
+def utc_offset_s(item: dict[str, Any], keys: tuple[str, ...] = OFFSET_KEYS) -> int | None:
     """The device's local offset, whichever of Garmin's spellings carries it."""
-    for key in OFFSET_KEYS:
+    for key in keys:
         if item.get(key) is not None:
             return coerce(item, key, "int")
     return None

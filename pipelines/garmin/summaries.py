@@ -14,11 +14,13 @@ from typing import Any
 import polars as pl
 
 from pipelines.garmin.fields import (
+    OFFSET_KEYS,
     FieldError,
     coerce,
     local_from_epoch,
     polars_dtype,
     utc_from_epoch,
+    utc_offset_s,
 )
 
 ACTIVITY_EXPORT = "ACTIVITY_EXPORT"
@@ -35,11 +37,7 @@ class SummarySpec:
     fields: tuple[tuple[str, str, str], ...]
     permission: str | None = HEALTH_EXPORT
     time_key: str = "startTimeInSeconds"
-    offset_keys: tuple[str, ...] = (
-        "startTimeOffsetInSeconds",
-        "offsetInSeconds",
-        "offsetStartTimeInSeconds",
-    )
+    offset_keys: tuple[str, ...] = OFFSET_KEYS
     # (Garmin map key, series name): {"<offset s>": value} maps → garmin_timeseries rows
     series: tuple[tuple[str, str], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
@@ -264,16 +262,9 @@ SUMMARY_TABLES: dict[str, dict[str, pl.DataType]] = {
 } | {"garmin_timeseries": TIMESERIES_SCHEMA, "garmin_sleep_levels": SLEEP_LEVELS_SCHEMA}
 
 
-def _offset(item: dict[str, Any], spec: SummarySpec) -> int | None:
-    for key in spec.offset_keys:
-        if item.get(key) is not None:
-            return coerce(item, key, "int")
-    return None
-
-
 def summary_row(spec: SummarySpec, keys: dict[str, Any], item: dict[str, Any]) -> dict:
     start = coerce(item, spec.time_key, "int")
-    offset = _offset(item, spec)
+    offset = utc_offset_s(item, spec.offset_keys)
     row = {
         **keys,
         "start_time_utc": utc_from_epoch(start),
