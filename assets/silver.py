@@ -1,12 +1,19 @@
 import dagster as dg
 import polars as pl
 
-from pipelines.activities.build import FIT_TABLES, bronze, build_silver_activities
-from pipelines.garmin.lifecycle import permission_changes, users_table
+from pipelines.activities.build import FIT_TABLES, bronze
+from pipelines.activities.refresh import refresh_silver_activities
+from pipelines.garmin.lifecycle import (
+    permission_changes,
+    refresh_seen,
+    seen_deliveries,
+    users_table,
+)
 from pipelines.garmin.push import BRONZE_TABLES
-from pipelines.garmin.wellness import build_silver_wellness
+from pipelines.garmin.wellness import refresh_silver_wellness
 from pipelines.lake.erasure import read_audit
 from pipelines.lake.io import write_parquet_atomic
+from pipelines.lake.partitions import bronze_part_hashes, index_path
 from pipelines.lake.quarantine import read_quarantine
 from pipelines.resources import WearhouseLake
 
@@ -15,23 +22,18 @@ from pipelines.resources import WearhouseLake
     group_name="silver",
     deps=["user_erasure"],
     description="Sessions, samples and intervals of every source in one model; intervals "
-    "measured at their exact boundaries.",
+    "measured at their exact boundaries. Partitioned by UTC day; only days new inputs touch "
+    "are recomputed.",
 )
 def silver_activities(lake: WearhouseLake) -> dg.MaterializeResult:
-    layout = lake.layout
-    silver = build_silver_activities(layout)
-    for name, frame in (
-        ("sessions", silver.sessions),
-        ("samples", silver.samples),
-        ("interval_bounds", silver.bounds),
-        ("intervals", silver.intervals),
-    ):
-        write_parquet_atomic(frame, layout.silver_path(name))
+    report = refresh_silver_activities(lake.layout)
     return dg.MaterializeResult(
         metadata={
-            "sessions": silver.sessions.height,
-            "samples": silver.samples.height,
-            "intervals": silver.intervals.height,
+            "full_rebuild": report.full,
+            "days_recomputed": report.days,
+            "sessions_written": report.sessions,
+            "samples_written": report.samples,
+            "bronze_parts_read": len(report.parts_read),
         }
     )
 
@@ -55,23 +57,25 @@ def silver_quarantine(lake: WearhouseLake) -> dg.MaterializeResult:
 )
 def silver_wellness(lake: WearhouseLake) -> dg.MaterializeResult:
     layout = lake.layout
-    changes = permission_changes(bronze(layout, "garmin_permission_changes"))
-    tables, dropped = build_silver_wellness(lambda table: bronze(layout, table), changes)
-    for table, frame in tables.items():
-        write_parquet_atomic(frame, layout.silver_path(table))
-    seen = pl.concat(
-        [
-            bronze(layout, table).select("user_id", "received_at")
-            for table in (*BRONZE_TABLES, *FIT_TABLES)
-            if table != "garmin_deregistrations"
-        ]
+    report = refresh_silver_wellness(layout)
+    tables = [t for t in (*BRONZE_TABLES, *FIT_TABLES) if t != "garmin_deregistrations"]
+    seen_path = index_path(layout, "users_seen")
+    seen = refresh_seen(
+        pl.read_parquet(seen_path) if seen_path.exists() else None,
+        bronze_part_hashes(layout, tables),
+        lambda table, parts: bronze(layout, table, parts),
+        tables,
     )
-    users = users_table(seen, changes, read_audit(layout).lazy()).collect()
+    changes = permission_changes(bronze(layout, "garmin_permission_changes"))
+    users = users_table(seen_deliveries(seen), changes, read_audit(layout).lazy()).collect()
     write_parquet_atomic(users, layout.silver_path("users"))
+    write_parquet_atomic(seen, seen_path)
     return dg.MaterializeResult(
         metadata={
-            "rows": {table: frame.height for table, frame in tables.items()},
-            "dropped_by_permissions": dropped,
+            "full_rebuild": report.full,
+            "days_recomputed": report.days,
+            "rows_written": report.rows,
+            "dropped_by_permissions": report.dropped,
             "users": users.height,
         }
     )

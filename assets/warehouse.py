@@ -4,7 +4,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from pipelines.resources import WearhouseLake
-from pipelines.warehouse.build import MODELS, build_warehouse_file
+from pipelines.warehouse.build import MODELS, refresh_warehouse
 
 WAREHOUSE_SPECS = [
     dg.AssetSpec(
@@ -25,12 +25,13 @@ WAREHOUSE_SPECS = [
 
 @dg.multi_asset(specs=WAREHOUSE_SPECS, can_subset=False)
 def warehouse_tables(lake: WearhouseLake, duckdb: DuckDBResource):
-    rows = build_warehouse_file(Path(duckdb.database), lake.layout)
+    result = refresh_warehouse(Path(duckdb.database), lake.layout)
     for model in MODELS:
         yield dg.MaterializeResult(
             asset_key=model,
             metadata={
-                "rows": rows[model],
+                "rows": result.rows[model],
+                "full_rebuild": result.full,
                 "gold_parquet": dg.MetadataValue.path(str(lake.layout.gold_dir(model))),
             },
         )

@@ -1,5 +1,4 @@
 -- daily_summaries: one row per user and day (Garmin `dailies`, newest version, permitted).
-CREATE OR REPLACE TABLE daily_summaries AS
 SELECT
     user_id,
     summary_id,
@@ -36,4 +35,4 @@ SELECT
     received_at,
     raw_json
 FROM read_parquet($garmin_dailies)
-ORDER BY user_id, calendar_date;
+ORDER BY user_id, calendar_date

@@ -1,5 +1,4 @@
 -- epochs: 15-minute activity epochs (a complete epoch replaces an earlier partial one).
-CREATE OR REPLACE TABLE epochs AS
 SELECT
     user_id,
     summary_id,
@@ -18,4 +17,4 @@ SELECT
     max_motion_intensity,
     received_at
 FROM read_parquet($garmin_epochs)
-ORDER BY user_id, start_time_utc, activity_type;
+ORDER BY user_id, start_time_utc, activity_type

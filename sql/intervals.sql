@@ -1,7 +1,6 @@
 -- intervals: laps (and later workout steps) measured at their exact boundary instants.
 -- Boundary values are interpolated between the samples around each instant
 -- (pipelines/intervals/alignment.py); device_* columns are the watch's own lap totals (FIT).
-CREATE OR REPLACE TABLE intervals AS
 SELECT
     i.session_id,
     s.user_id,
@@ -40,4 +39,4 @@ SELECT
     i.wkt_step_index
 FROM read_parquet($intervals) AS i
 JOIN sessions AS s USING (session_id)
-ORDER BY i.session_id, i.kind, i.interval_index;
+ORDER BY i.session_id, i.kind, i.interval_index

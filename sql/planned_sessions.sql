@@ -1,4 +1,3 @@
 -- planned_sessions: every session of every plan (native plans and scheduled Garmin workouts).
-CREATE OR REPLACE TABLE planned_sessions AS
 SELECT * FROM read_parquet($planned_sessions)
-ORDER BY user_id, planned_date, planned_session_id;
+ORDER BY user_id, planned_date, planned_session_id

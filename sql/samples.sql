@@ -1,5 +1,4 @@
 -- samples: the cleaned sample stream of every session (sorted, de-duplicated, resets undone).
-CREATE OR REPLACE TABLE samples AS
 SELECT
     x.session_id,
     s.user_id,
@@ -15,4 +14,4 @@ SELECT
     x.lon_deg
 FROM read_parquet($samples) AS x
 JOIN sessions AS s USING (session_id)
-ORDER BY x.session_id, x.t_s;
+ORDER BY x.session_id, x.t_s

@@ -1,6 +1,5 @@
 -- sessions: one row per activity (Garmin API summary/details or FIT session).
 -- Built from silver Parquet; $sessions and $intervals are file paths bound as parameters.
-CREATE OR REPLACE TABLE sessions AS
 WITH lap_counts AS (
     SELECT session_id, count(*) AS n_laps
     FROM read_parquet($intervals)
@@ -32,4 +31,4 @@ SELECT
     s.source_sha256
 FROM read_parquet($sessions) AS s
 LEFT JOIN lap_counts AS l USING (session_id)
-ORDER BY s.start_time_utc, s.session_id;
+ORDER BY s.start_time_utc, s.session_id

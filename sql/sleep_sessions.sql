@@ -1,5 +1,4 @@
 -- sleep_sessions: one row per night (Garmin `sleeps`; a *_FINAL version replaces *_TENTATIVE).
-CREATE OR REPLACE TABLE sleep_sessions AS
 SELECT
     user_id,
     summary_id,
@@ -17,4 +16,4 @@ SELECT
     received_at,
     raw_json
 FROM read_parquet($garmin_sleeps)
-ORDER BY user_id, start_time_utc;
+ORDER BY user_id, start_time_utc

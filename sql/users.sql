@@ -1,6 +1,5 @@
 -- users: everyone we hold data for, with current permissions; erased (deregistered) users
 -- remain only as a hashed id with the deregistration time.
-CREATE OR REPLACE TABLE users AS
 SELECT
     user_id,
     status,
@@ -11,4 +10,4 @@ SELECT
     user_id_sha256,
     deregistered_at
 FROM read_parquet($users)
-ORDER BY status, user_id, user_id_sha256;
+ORDER BY status, user_id, user_id_sha256

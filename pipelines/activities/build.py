@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import polars as pl
@@ -23,6 +24,12 @@ from pipelines.lake.io import scan_parts
 from pipelines.lake.layout import LakeLayout
 from pipelines.lake.stage import LINEAGE_SCHEMA
 
+GARMIN_ACTIVITY_TABLES = (
+    "garmin_activities",
+    "garmin_activity_details",
+    "garmin_activity_samples",
+    "garmin_activity_laps",
+)
 FIT_TABLES = {
     "fit_files": FILE_SCHEMA,
     "fit_sessions": FIT_SESSION_SCHEMA,
@@ -32,12 +39,13 @@ FIT_TABLES = {
 }
 
 
-def bronze(layout: LakeLayout, table: str) -> pl.LazyFrame:
+def bronze(layout: LakeLayout, table: str, parts: Iterable[str] | None = None) -> pl.LazyFrame:
+    """A bronze table: every part, or only the parts (input sha256) listed."""
     schema = BRONZE_TABLES.get(table) or FIT_TABLES[table]
     extra = {"user_id": pl.String()} if table in FIT_TABLES else {}
     if table == "fit_files":
         extra |= LINK_SCHEMA
-    return scan_parts(layout.bronze_dir(table), {**schema, **extra, **LINEAGE_SCHEMA})
+    return scan_parts(layout.bronze_dir(table), {**schema, **extra, **LINEAGE_SCHEMA}, parts)
 
 
 # A FIT file and a Garmin API summary of one activity start within a few seconds.
@@ -125,14 +133,10 @@ class SilverActivities:
     intervals: pl.DataFrame
 
 
-def build_silver_activities(layout: LakeLayout) -> SilverActivities:
-    garmin = garmin_activity_model(
-        bronze(layout, "garmin_activities"),
-        bronze(layout, "garmin_activity_details"),
-        bronze(layout, "garmin_activity_samples"),
-        bronze(layout, "garmin_activity_laps"),
-    )
-    fit = fit_activity_model(*(bronze(layout, table) for table in FIT_TABLES))
+def build_silver_activities(read: Callable[[str], pl.LazyFrame]) -> SilverActivities:
+    """Sessions, samples, bounds and measured intervals from the bronze tables ``read`` gives."""
+    garmin = garmin_activity_model(*(read(table) for table in GARMIN_ACTIVITY_TABLES))
+    fit = fit_activity_model(*(read(table) for table in FIT_TABLES))
     sessions, samples, bounds = merge_sources(garmin, fit)
     samples = clean_samples(samples)
     sessions_df, samples_df, bounds_df = pl.collect_all([sessions, samples, bounds])

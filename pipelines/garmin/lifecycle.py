@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import polars as pl
 
 
@@ -73,3 +75,50 @@ def users_table(seen: pl.LazyFrame, changes: pl.LazyFrame, erasures: pl.LazyFram
         "deregistered_at",
     )
     return pl.concat([active.select(erased.collect_schema().names()), erased])
+
+
+SEEN_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": pl.String(),
+    "first_received_at": pl.Datetime("us", "UTC"),
+    "last_received_at": pl.Datetime("us", "UTC"),
+    "source_sha256": pl.String(),  # a part already counted (one row per part and user)
+}
+
+
+def refresh_seen(
+    previous: pl.DataFrame | None,
+    present: set[str],
+    read: Callable[[str, set[str]], pl.LazyFrame],
+    tables: Iterable[str],
+) -> pl.DataFrame:
+    """First and last delivery per user and bronze part, reading only parts not counted yet.
+
+    ``previous`` is dropped when a part it counted is gone (an erasure rewrote bronze)."""
+    keep = previous is not None and set(previous.get_column("source_sha256")) <= present
+    new = present - set(previous.get_column("source_sha256")) if keep else present
+    frames = [previous.lazy()] if keep else []
+    if new:
+        frames += [
+            read(table, new)
+            .group_by("user_id", "source_sha256")
+            .agg(
+                pl.col("received_at").min().alias("first_received_at"),
+                pl.col("received_at").max().alias("last_received_at"),
+            )
+            for table in tables
+        ]
+    if not frames:
+        return pl.DataFrame(schema=SEEN_SCHEMA)
+    return pl.concat(
+        [f.select([pl.col(c).cast(t) for c, t in SEEN_SCHEMA.items()]) for f in frames]
+    ).collect()
+
+
+def seen_deliveries(seen: pl.DataFrame) -> pl.LazyFrame:
+    """(user_id, received_at) rows for users_table from the per-part summary."""
+    return pl.concat(
+        [
+            seen.lazy().select("user_id", pl.col(column).alias("received_at"))
+            for column in ("first_received_at", "last_received_at")
+        ]
+    )

@@ -7,12 +7,30 @@ that is longest, then final, then received last wins; older versions stay in bro
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import polars as pl
 
-from pipelines.garmin.lifecycle import filter_permitted
+from pipelines.garmin.lifecycle import filter_permitted, permission_changes
 from pipelines.garmin.summaries import SPECS
+from pipelines.lake.layout import LakeLayout
+from pipelines.lake.partitions import (
+    DAY,
+    Changes,
+    bronze_part_hashes,
+    day_chunks,
+    expand_days,
+    partition_day,
+    partition_days,
+    partition_files,
+    plan_refresh,
+    read_index,
+    record_changes,
+    replace_partitions,
+    scan_silver,
+    write_index,
+)
 
 LIFECYCLE_TABLES = ("garmin_permission_changes", "garmin_deregistrations")
 WELLNESS_TABLES = tuple(s.table for s in SPECS.values() if s.table not in LIFECYCLE_TABLES)
@@ -84,3 +102,121 @@ def build_silver_wellness(
         if name.startswith("dropped:")
     }
     return {n: f for n, f in frames.items() if not n.startswith("dropped:")}, counts
+
+
+# --- incremental silver ---------------------------------------------------------------------
+#
+# Summaries are partitioned by the UTC day they start on; their series and sleep levels go with
+# them. New parts touch their summaries' days; those days ± 1 are recomputed from the parts of
+# those days ± 1 more (a final sleep may start minutes away from its tentative version, across
+# midnight). A new permission change or a missing index rebuilds everything.
+
+STAGE = "wellness"
+CHILD_TABLES = ("garmin_timeseries", "garmin_sleep_levels")
+SILVER_TABLES = (*WELLNESS_TABLES, *CHILD_TABLES)
+BRONZE_INPUTS = (*WELLNESS_TABLES, *CHILD_TABLES, "garmin_permission_changes")
+FULL_CHUNK_DAYS = 62
+
+
+@dataclass
+class WellnessRefresh:
+    full: bool = False
+    days: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def part_days(read: Callable[[str], pl.LazyFrame]) -> pl.DataFrame:
+    frames = [
+        read(table).select("source_sha256", partition_day(pl.col("start_time_utc")).alias("day"))
+        for table in WELLNESS_TABLES
+    ]
+    return pl.concat(frames).unique().collect()
+
+
+def with_days(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """Each silver frame with its partition day (children: their summary's)."""
+    out = {
+        table: frame.with_columns(partition_day(pl.col("start_time_utc")).alias(DAY))
+        for table, frame in tables.items()
+        if table in WELLNESS_TABLES
+    }
+    keys = ["user_id", "summary_type", "summary_id", "source_sha256"]
+    parents = pl.concat([frame.select(*keys, DAY) for frame in out.values()]).unique(keys)
+    out["garmin_timeseries"] = tables["garmin_timeseries"].join(
+        parents, on=keys, how="inner", nulls_equal=True
+    )
+    sleeps = out["garmin_sleeps"].select("user_id", "summary_id", "source_sha256", DAY)
+    out["garmin_sleep_levels"] = tables["garmin_sleep_levels"].join(
+        sleeps.unique(["user_id", "summary_id", "source_sha256"]),
+        on=["user_id", "summary_id", "source_sha256"],
+        how="inner",
+        nulls_equal=True,
+    )
+    return out
+
+
+def summary_keys(frames: Iterable[pl.DataFrame]) -> list[str]:
+    """``user|type|summary_id`` of each summary (the warehouse deletes series by it)."""
+    keys = pl.concat(
+        [
+            f.select(
+                pl.concat_str(
+                    "user_id", "summary_type", pl.col("summary_id").fill_null(""), separator="|"
+                ).alias("key")
+            )
+            for f in frames
+        ]
+    )
+    return keys.get_column("key").unique().to_list()
+
+
+def refresh_silver_wellness(layout: LakeLayout, force_full: bool = False) -> WellnessRefresh:
+    from pipelines.activities.build import bronze  # one bronze reader for every stage
+
+    index = read_index(layout, STAGE)
+    known = set() if index is None else set(index.get_column("source_sha256").to_list())
+    new_permissions = bronze_part_hashes(layout, ["garmin_permission_changes"]) - known
+    plan = plan_refresh(
+        layout,
+        STAGE,
+        BRONZE_INPUTS,
+        lambda h: part_days(lambda table: bronze(layout, table, h)),
+        force_full or bool(new_permissions),
+    )
+    changes_log = permission_changes(bronze(layout, "garmin_permission_changes"))
+    report = WellnessRefresh(full=plan.full)
+    changes = Changes(full=plan.full)
+    days = plan.days
+    if plan.full:
+        days = days | set().union(*(partition_days(layout, t) for t in SILVER_TABLES))
+    chunks = day_chunks(days, FULL_CHUNK_DAYS) if plan.full else [days] if days else []
+    if plan.full and not chunks:
+        chunks = [set()]  # still writes every table's (empty) schema
+    for chunk in chunks:
+        window = expand_days(chunk)
+        parts = set(plan.index.filter(pl.col("day").is_in(list(window)))["source_sha256"])
+        old = [
+            scan_silver(layout, t, chunk).select("user_id", "summary_type", "summary_id").collect()
+            for t in WELLNESS_TABLES
+            if partition_files(layout, t, chunk)
+        ]
+        tables, dropped = build_silver_wellness(
+            lambda table, parts=parts: bronze(layout, table, parts), changes_log
+        )
+        dated = with_days(tables)
+        for table, frame in dated.items():
+            frame = frame.filter(pl.col(DAY).is_in(list(chunk)))
+            replace_partitions(layout, table, frame, chunk)
+            report.rows[table] = report.rows.get(table, 0) + frame.height
+            if table in WELLNESS_TABLES:
+                old.append(frame.select("user_id", "summary_type", "summary_id"))
+        for table, n in dropped.items():
+            report.dropped[table] = report.dropped.get(table, 0) + n
+        changes.add("day", chunk)
+        changes.add("summary", summary_keys(old) if old else [])
+    report.days = len(days)
+    if chunks or plan.full:
+        record_changes(layout, STAGE, changes)
+    write_index(layout, STAGE, plan.index)
+    return report

@@ -212,6 +212,11 @@ def erase_user(
             keep = _keep_paths(column, user_id, gone)
             _rewrite_parts(stage, keep, f"{markers.name}/{stage.name}", report)
 
+    # Silver's indexes and pending change logs describe the old bronze (and name the user):
+    # dropping them makes every silver stage and the warehouse rebuild in full.
+    for state in ("_index", "_changes"):
+        shutil.rmtree(layout.root / "silver" / state, ignore_errors=True)
+
     audit = pl.concat(
         [
             read_audit(layout),

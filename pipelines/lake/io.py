@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import polars as pl
@@ -53,9 +53,15 @@ def parquet_parts(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*.parquet") if not p.name.startswith("."))
 
 
-def scan_parts(directory: Path, schema: Mapping[str, pl.DataType]) -> pl.LazyFrame:
-    """Lazily scan a table's parts; an empty table still has its schema."""
-    parts = parquet_parts(directory)
+def scan_parts(
+    directory: Path, schema: Mapping[str, pl.DataType], names: Iterable[str] | None = None
+) -> pl.LazyFrame:
+    """Lazily scan a table's parts (only ``<name>.parquet`` of ``names``, when given); an
+    empty table still has its schema."""
+    if names is None:
+        parts = parquet_parts(directory)
+    else:
+        parts = [p for p in (directory / f"{n}.parquet" for n in sorted(names)) if p.exists()]
     if not parts:
         return pl.LazyFrame(schema=dict(schema))
     return pl.scan_parquet(parts, missing_columns="insert", extra_columns="ignore").select(

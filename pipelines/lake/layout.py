@@ -28,7 +28,12 @@ class LakeLayout:
         return self.root / "bronze" / "_processed" / stage
 
     def silver_path(self, table: str) -> Path:
+        """Small silver tables: one file, rewritten whole."""
         return self.root / "silver" / f"{table}.parquet"
+
+    def silver_dir(self, table: str) -> Path:
+        """Silver tables that grow with time: one file per UTC day (pipelines.lake.partitions)."""
+        return self.root / "silver" / table
 
     def gold_dir(self, table: str) -> Path:
         return self.root / "gold" / table

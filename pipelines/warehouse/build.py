@@ -1,22 +1,35 @@
-"""Run the warehouse SQL models in one transaction and export them as gold Parquet.
+"""Build the DuckDB warehouse from silver with the SQL models, and export gold Parquet.
 
-Each ``sql/<table>.sql`` file builds one table from silver Parquet files whose paths are
-bound as named parameters (``$sessions`` …), never formatted into the SQL text. The whole
-build is one DuckDB transaction: a crash leaves the previous tables intact.
+Each ``sql/<table>.sql`` file is one SELECT that builds one table from silver Parquet files
+whose paths are bound as named parameters (``$sessions`` …), never formatted into the SQL
+text. Two ways to apply them:
+
+* **full** (first run, an erasure, a permission change): every model into a fresh DuckDB file
+  that is swapped in, then every gold table rewritten;
+* **incremental** (every other run): in one transaction on the existing file, delete the rows
+  of the keys the silver stages changed (their change logs, ``pipelines.lake.partitions``) and
+  insert the models' rows from the changed silver partitions only; then rewrite only the gold
+  day files whose rows changed.
+
+Either way a crash leaves the previous tables intact; change logs are cleared only after the
+warehouse and gold have both taken them, and applying them twice gives the same tables.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import uuid
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
-from pipelines.lake.io import write_partitioned_atomic
 from pipelines.lake.layout import LakeLayout
+from pipelines.lake.partitions import Changes, clear_changes, read_changes, sql_sources
 
 # Build order: a model may read tables built before it.
 MODELS = (
@@ -38,6 +51,53 @@ MODELS = (
 # Analyst views and COMMENT ON statements, run after the models.
 EXTRAS = ("views", "comments")
 
+# Silver inputs: day-partitioned (by stage), or single files rewritten whole.
+PARTITIONED_INPUTS = {
+    "sessions": "activities",
+    "samples": "activities",
+    "intervals": "activities",
+    "garmin_dailies": "wellness",
+    "garmin_sleeps": "wellness",
+    "garmin_epochs": "wellness",
+    "garmin_timeseries": "wellness",
+    "plan_matches": "plans",
+    "plan_interval_matches": "plans",
+}
+FILE_INPUTS = ("quarantine", "users", "planned_sessions", "planned_steps")
+STAGES = ("activities", "wellness", "plans")
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """How an incremental run replaces a model's rows: the stage whose change log drives it
+    and the rows to delete (a fixed predicate over the temporary key tables below)."""
+
+    stage: str
+    stale: str
+
+
+_SESSIONS = "session_id IN (SELECT key FROM _changed_session)"
+_WELLNESS_DAY = (
+    "coalesce(CAST(start_time_utc AS DATE), DATE '0001-01-01') IN (SELECT day FROM _changed_day)"
+)
+_PLANNED = "planned_session_id IN (SELECT key FROM _changed_planned)"
+INCREMENTAL = {
+    "sessions": Refresh("activities", _SESSIONS),
+    "intervals": Refresh("activities", _SESSIONS),
+    "samples": Refresh("activities", _SESSIONS),
+    "daily_summaries": Refresh("wellness", _WELLNESS_DAY),
+    "sleep_sessions": Refresh("wellness", _WELLNESS_DAY),
+    "epochs": Refresh("wellness", _WELLNESS_DAY),
+    "wellness_timeseries": Refresh(
+        "wellness",
+        "concat_ws('|', user_id, summary_type, coalesce(summary_id, '')) "
+        "IN (SELECT key FROM _changed_summary)",
+    ),
+    "plan_matches": Refresh("plans", _PLANNED),
+    "plan_interval_matches": Refresh("plans", _PLANNED),
+}
+# Every other model (users, planned sessions and steps, quarantine) is small and replaced whole.
+
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -50,44 +110,44 @@ def sql_dir() -> Path:
     raise FileNotFoundError("warehouse SQL folder not found (expected sql/ beside pipelines/)")
 
 
-def silver_parameters(layout: LakeLayout) -> dict[str, str]:
-    names = (
-        "sessions",
-        "samples",
-        "intervals",
-        "quarantine",
-        "users",
-        "garmin_dailies",
-        "garmin_sleeps",
-        "garmin_epochs",
-        "garmin_timeseries",
-        "planned_sessions",
-        "planned_steps",
-        "plan_matches",
-        "plan_interval_matches",
-    )
-    return {name: str(layout.silver_path(name)) for name in names}
+def model_query(model: str) -> str:
+    return (sql_dir() / f"{model}.sql").read_text().strip().rstrip(";")
 
 
-def run_model(con: duckdb.DuckDBPyConnection, sql_file: Path, params: dict[str, str]) -> None:
-    text = sql_file.read_text()
-    used = {name: params[name] for name in set(_PARAM.findall(text))}
-    con.execute(text, used)
+def silver_parameters(
+    layout: LakeLayout, changed_days: dict[str, set[date]] | None = None
+) -> dict[str, list[str]]:
+    """Parameter → silver files: all of them, or (incremental) only the changed days."""
+    params = {name: [str(layout.silver_path(name))] for name in FILE_INPUTS}
+    for name, stage in PARTITIONED_INPUTS.items():
+        days = None if changed_days is None else changed_days.get(stage, set())
+        params[name] = sql_sources(layout, name, days)
+    return params
+
+
+def _bound(query: str, params: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {name: params[name] for name in set(_PARAM.findall(query))}
+
+
+def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(str(path))
+    # Dates of UTC instants (partitions, gold days) must not depend on the machine's zone.
+    con.execute("SET TimeZone = 'UTC'")
+    return con
 
 
 def build_warehouse(
     con: duckdb.DuckDBPyConnection, layout: LakeLayout, models: tuple[str, ...] = MODELS
 ) -> dict[str, int]:
-    """(Re)build the tables atomically; return their row counts."""
+    """(Re)build the tables from all of silver atomically; return their row counts."""
     params = silver_parameters(layout)
-    folder = sql_dir()
     con.execute("BEGIN TRANSACTION")
     try:
         for model in models:
-            run_model(con, folder / f"{model}.sql", params)
-        # Views and descriptions take no parameters; they need every table above.
-        for extra in EXTRAS:
-            con.execute((folder / f"{extra}.sql").read_text())
+            query = model_query(model)
+            # Identifiers come from MODELS, never from input; values are bound.
+            con.execute(f'CREATE OR REPLACE TABLE "{model}" AS {query}', _bound(query, params))
+        _extras(con)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -95,15 +155,21 @@ def build_warehouse(
     return {model: table_rows(con, model) for model in models}
 
 
+def _extras(con: duckdb.DuckDBPyConnection) -> None:
+    # Views and descriptions take no parameters; they need every table above.
+    for extra in EXTRAS:
+        con.execute((sql_dir() / f"{extra}.sql").read_text())
+
+
 def build_warehouse_file(target: Path, layout: LakeLayout) -> dict[str, int]:
     """Build every table into a fresh DuckDB file, export gold, then swap it in atomically.
 
-    A new file each time means readers never see a half-built warehouse, two runs cannot
-    interleave writes, and erased users leave nothing behind in free pages of an old file."""
+    A new file means readers never see a half-built warehouse, two runs cannot interleave
+    writes, and erased users leave nothing behind in free pages of an old file."""
     target.parent.mkdir(parents=True, exist_ok=True)
     building = target.with_name(f".{target.name}.{uuid.uuid4().hex}.building")
     try:
-        with duckdb.connect(str(building)) as con:
+        with _connect(building) as con:
             rows = build_warehouse(con, layout)
             for model in MODELS:
                 export_gold(con, layout, model)
@@ -116,14 +182,89 @@ def build_warehouse_file(target: Path, layout: LakeLayout) -> dict[str, int]:
     return rows
 
 
+@dataclass
+class WarehouseRefresh:
+    full: bool
+    rows: dict[str, int]
+    gold_days_rewritten: int = 0
+
+
+def refresh_warehouse(target: Path, layout: LakeLayout) -> WarehouseRefresh:
+    """Apply the silver stages' pending changes: incrementally, or a full build when one
+    asks for it (or there is no warehouse yet)."""
+    pending = {stage: read_changes(layout, stage) for stage in STAGES}
+    if not target.exists() or any(c.full for c in pending.values()):
+        result = WarehouseRefresh(True, build_warehouse_file(target, layout))
+    else:
+        result = _apply_changes(target, layout, pending)
+    for stage, changes in pending.items():
+        clear_changes(layout, stage, changes)
+    return result
+
+
+def _apply_changes(target: Path, layout: LakeLayout, pending: dict[str, Changes]):
+    days = {
+        stage: {date.fromisoformat(d) for d in changes.get("day")}
+        for stage, changes in pending.items()
+    }
+    params = silver_parameters(layout, days)
+    gold_days: dict[str, set[str]] = {}
+    with _connect(target) as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for kind, stage in (
+                ("session", "activities"),
+                ("summary", "wellness"),
+                ("planned", "plans"),
+            ):
+                keys = sorted(pending[stage].get(kind))
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE _changed_{kind} AS "
+                    "SELECT CAST(unnest($keys) AS VARCHAR) AS key",
+                    {"keys": keys},
+                )
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _changed_day AS SELECT CAST(unnest($days) AS DATE) "
+                "AS day",
+                {"days": [d.isoformat() for d in sorted(days["wellness"])]},
+            )
+            for model in MODELS:
+                refresh = INCREMENTAL.get(model)
+                stale = refresh.stale if refresh else "true"
+                gold_days[model] = _gold_days(con, model, stale) if refresh else set()
+                con.execute(f'DELETE FROM "{model}" WHERE {stale}')
+                query = model_query(model)
+                con.execute(
+                    f'INSERT INTO "{model}" BY NAME SELECT * FROM ({query})', _bound(query, params)
+                )
+                if refresh:
+                    gold_days[model] |= _gold_days(con, model, stale)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        rows = {model: table_rows(con, model) for model in MODELS}
+        rewritten = 0
+        for model in MODELS:
+            if model in INCREMENTAL and model in GOLD_DAY_COLUMN:
+                rewritten += export_gold_days(con, layout, model, gold_days[model])
+            else:
+                export_gold(con, layout, model)
+    return WarehouseRefresh(False, rows, rewritten)
+
+
 def table_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
     # Identifiers come from MODELS, never from input.
     return con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]
 
 
-# Gold tables are hive-partitioned by month of this column (rows sorted by user inside), so a
-# dashboard reading one month touches one folder and one user's rows prune by statistics.
-GOLD_MONTH_COLUMN = {
+# --- gold -----------------------------------------------------------------------------------
+
+# Gold tables are hive-partitioned by month of this column, one file per day inside
+# (``gold/<table>/month=2026-03/2026-03-14.parquet``, rows sorted by user), so a dashboard
+# reading one month touches one folder, one user's rows prune by statistics, and an
+# incremental run rewrites only the days that changed.
+GOLD_DAY_COLUMN = {
     "sessions": "start_time_utc",
     "intervals": "start_time_utc",
     "samples": "time_utc",
@@ -135,16 +276,84 @@ GOLD_MONTH_COLUMN = {
     "plan_matches": "planned_date",
     "plan_interval_matches": "start_time_utc",
 }
+UNKNOWN = "unknown"  # rows without a date: month=unknown/unknown.parquet
+
+
+def _gold_day_expr(table: str) -> str:
+    day = f"strftime(CAST(\"{GOLD_DAY_COLUMN[table]}\" AS DATE), '%Y-%m-%d')"
+    return f"coalesce({day}, '{UNKNOWN}')"
+
+
+def _gold_days(con: duckdb.DuckDBPyConnection, table: str, where: str) -> set[str]:
+    if table not in GOLD_DAY_COLUMN:
+        return set()
+    sql = f'SELECT DISTINCT {_gold_day_expr(table)} FROM "{table}" WHERE {where}'
+    return {row[0] for row in con.execute(sql).fetchall()}
+
+
+def gold_file(layout: LakeLayout, table: str, day: str) -> Path:
+    month = day[:7] if day != UNKNOWN else UNKNOWN
+    return layout.gold_dir(table) / f"month={month}" / f"{day}.parquet"
+
+
+def _gold_frame(con: duckdb.DuckDBPyConnection, table: str, days: list[str] | None):
+    where = "" if days is None else f"WHERE {_gold_day_expr(table)} IN (SELECT unnest($days))"
+    params = {} if days is None else {"days": days}
+    sql = f'SELECT *, {_gold_day_expr(table)} AS _gold_day FROM "{table}" {where}'
+    frame = pl.from_arrow(con.sql(sql, params=params).to_arrow_table())
+    sort_by = [c for c in ("user_id", GOLD_DAY_COLUMN[table]) if c in frame.columns]
+    return frame.sort(sort_by, nulls_last=True)
+
+
+def _write_days(frame: pl.DataFrame, layout: LakeLayout, table: str, root: Path) -> set[str]:
+    written = set()
+    for (day,), part in frame.partition_by("_gold_day", as_dict=True).items():
+        path = root / gold_file(layout, table, day).relative_to(layout.gold_dir(table))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        part.drop("_gold_day").write_parquet(tmp)
+        os.replace(tmp, path)
+        written.add(day)
+    return written
 
 
 def export_gold(con: duckdb.DuckDBPyConnection, layout: LakeLayout, table: str) -> Path:
     """Replace ``gold/<table>/`` as a whole (built beside it, then swapped in)."""
-    frame = pl.from_arrow(con.sql(f'SELECT * FROM "{table}"').to_arrow_table())
-    month_of = GOLD_MONTH_COLUMN.get(table)
-    if month_of is None:
-        return write_partitioned_atomic(frame, layout.gold_dir(table), [])
-    sort_by = [c for c in ("user_id", month_of) if c in frame.columns]
-    frame = frame.with_columns(
-        pl.col(month_of).dt.strftime("%Y-%m").fill_null("unknown").alias("month")
-    ).sort(sort_by, nulls_last=True)
-    return write_partitioned_atomic(frame, layout.gold_dir(table), ["month"])
+    directory = layout.gold_dir(table)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.staging")
+    old = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.old")
+    try:
+        staging.mkdir()
+        if table in GOLD_DAY_COLUMN:
+            frame = _gold_frame(con, table, None)
+            if frame.height:
+                _write_days(frame, layout, table, staging)
+            else:
+                frame.drop("_gold_day").write_parquet(staging / "part-0.parquet")
+        else:
+            frame = pl.from_arrow(con.sql(f'SELECT * FROM "{table}"').to_arrow_table())
+            frame.write_parquet(staging / "part-0.parquet")
+        if directory.exists():
+            os.replace(directory, old)
+        os.replace(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def export_gold_days(
+    con: duckdb.DuckDBPyConnection, layout: LakeLayout, table: str, days: set[str]
+) -> int:
+    """Rewrite (or remove) the gold files of these days; each file is replaced atomically."""
+    if not days:
+        return 0
+    frame = _gold_frame(con, table, sorted(days))
+    written = _write_days(frame, layout, table, layout.gold_dir(table)) if frame.height else set()
+    for day in days - written:
+        gold_file(layout, table, day).unlink(missing_ok=True)
+    # An empty table was exported as one schema-only file; it is stale once days exist.
+    if written:
+        (layout.gold_dir(table) / "part-0.parquet").unlink(missing_ok=True)
+    return len(days)

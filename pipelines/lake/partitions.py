@@ -1,0 +1,264 @@
+"""Day-partitioned silver tables, the index of bronze parts by day, and the change log.
+
+Silver tables that grow with time are stored one Parquet file per UTC day
+(``silver/<table>/<YYYY-MM-DD>.parquet``; rows without a date in ``0001-01-01.parquet``), so
+a run recomputes only the days its new inputs touch. Which bronze parts hold data of which day
+is kept in ``silver/_index/<stage>.parquet``; what a run changed is appended to
+``silver/_changes/<stage>.json`` until the warehouse has applied it (so a crash between the two
+only means the warehouse applies it on the next run; applying twice is harmless).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from pipelines.lake.io import parquet_parts, write_parquet_atomic
+from pipelines.lake.layout import LakeLayout
+
+# Rows whose partition instant is unknown share one partition under this date.
+UNDATED = date(1, 1, 1)
+DAY = "_day"
+INDEX_SCHEMA: dict[str, pl.DataType] = {"source_sha256": pl.String(), "day": pl.Date()}
+EMPTY_FILE = "_empty.parquet"  # carries the schema while a table has no partitions
+
+
+def partition_day(instant: pl.Expr) -> pl.Expr:
+    """UTC calendar day of a UTC instant; UNDATED when null."""
+    return instant.dt.date().fill_null(pl.lit(UNDATED, pl.Date))
+
+
+def expand_days(days: Iterable[date], by: int = 1) -> set[date]:
+    """Each day with its ``by`` neighbours on both sides (UNDATED stays alone)."""
+    out: set[date] = set()
+    for day in days:
+        if day == UNDATED:
+            out.add(day)
+            continue
+        out.update(day + timedelta(days=k) for k in range(-by, by + 1))
+    return out
+
+
+# --- partitioned silver tables ------------------------------------------------------------
+
+
+def partition_file(layout: LakeLayout, table: str, day: date) -> Path:
+    return layout.silver_dir(table) / f"{day.isoformat()}.parquet"
+
+
+def partition_files(
+    layout: LakeLayout, table: str, days: Iterable[date] | None = None
+) -> list[Path]:
+    """Existing partition files of ``table`` (of ``days`` only, when given)."""
+    if days is None:
+        return [p for p in parquet_parts(layout.silver_dir(table)) if not p.name.startswith("_")]
+    files = (partition_file(layout, table, day) for day in sorted(days))
+    return [p for p in files if p.exists()]
+
+
+def partition_days(layout: LakeLayout, table: str) -> set[date]:
+    return {date.fromisoformat(p.stem) for p in partition_files(layout, table)}
+
+
+def sql_sources(layout: LakeLayout, table: str, days: Iterable[date] | None = None) -> list[str]:
+    """Files for DuckDB's read_parquet: the partitions, else the empty schema file."""
+    files = partition_files(layout, table, days)
+    if not files:
+        files = [layout.silver_dir(table) / EMPTY_FILE]
+    return [str(p) for p in files]
+
+
+def scan_silver(
+    layout: LakeLayout,
+    table: str,
+    days: Iterable[date] | None = None,
+    schema: dict[str, pl.DataType] | None = None,
+) -> pl.LazyFrame:
+    """A partitioned silver table (only ``days``, when given). Before its first write it is
+    empty with ``schema``."""
+    files = partition_files(layout, table, days)
+    if not files:
+        empty = layout.silver_dir(table) / EMPTY_FILE
+        if not empty.exists():
+            return pl.LazyFrame(schema=schema or {})
+        files = [empty]
+    return pl.scan_parquet(files)
+
+
+def replace_partitions(
+    layout: LakeLayout, table: str, frame: pl.DataFrame, days: Iterable[date]
+) -> None:
+    """Make the partitions of ``days`` hold exactly the rows of ``frame`` (which carries the
+    partition column ``_day``, dropped on write). Each file is replaced atomically."""
+    directory = layout.silver_dir(table)
+    rows = frame.drop(DAY)
+    write_parquet_atomic(rows.head(0), directory / EMPTY_FILE)
+    by_day = {key[0]: part.drop(DAY) for key, part in frame.partition_by(DAY, as_dict=True).items()}
+    for day in sorted(set(days) | set(by_day)):
+        path = partition_file(layout, table, day)
+        part = by_day.get(day)
+        if part is None or part.is_empty():
+            path.unlink(missing_ok=True)
+        else:
+            write_parquet_atomic(part, path)
+
+
+# --- index of bronze parts by day ---------------------------------------------------------
+
+
+def index_path(layout: LakeLayout, stage: str) -> Path:
+    return layout.root / "silver" / "_index" / f"{stage}.parquet"
+
+
+def read_index(layout: LakeLayout, stage: str) -> pl.DataFrame | None:
+    path = index_path(layout, stage)
+    return pl.read_parquet(path) if path.exists() else None
+
+
+def bronze_part_hashes(layout: LakeLayout, tables: Iterable[str]) -> set[str]:
+    """sha256 of every committed bronze part of these tables (parts are named by it)."""
+    return {p.stem for table in tables for p in parquet_parts(layout.bronze_dir(table))}
+
+
+def bronze_reader(layout: LakeLayout, scan, hashes: Iterable[str]):
+    """A ``table -> LazyFrame`` reader restricted to the given bronze parts."""
+    wanted = set(hashes)
+
+    def read(table: str) -> pl.LazyFrame:
+        return scan(table).filter(pl.col("source_sha256").is_in(list(wanted)))
+
+    return read
+
+
+@dataclass
+class RefreshPlan:
+    """What one stage recomputes this run."""
+
+    full: bool
+    days: set[date]  # partitions rewritten
+    window: set[date]  # days whose bronze parts are read (days ± 1)
+    parts: set[str]  # bronze parts read
+    index: pl.DataFrame  # the index after this run (written once the stage is done)
+
+    @property
+    def empty(self) -> bool:
+        return not self.days
+
+
+def plan_refresh(
+    layout: LakeLayout,
+    stage: str,
+    tables: Iterable[str],
+    new_part_days,
+    force_full: bool = False,
+    margin: int = 1,
+) -> RefreshPlan:
+    """Decide which days to recompute from the bronze parts not yet in the stage's index.
+
+    ``new_part_days(hashes) -> DataFrame[source_sha256, day]`` dates new parts. A part that
+    disappeared (erasure rewrote or removed it) or a missing index means a full rebuild."""
+    present = bronze_part_hashes(layout, tables)
+    index = read_index(layout, stage)
+    if index is not None and not force_full:
+        known = set(index.get_column("source_sha256").to_list())
+        if known <= present:
+            new = present - known
+            if not new:
+                return RefreshPlan(False, set(), set(), set(), index)
+            dated = _dated(new_part_days(new), new)
+            touched = set(dated.get_column("day").to_list())
+            days = expand_days(touched, margin)
+            window = expand_days(days, margin)
+            index = pl.concat([index, dated])
+            parts = set(index.filter(pl.col("day").is_in(list(window)))["source_sha256"])
+            return RefreshPlan(False, days, window, parts, index)
+    dated = _dated(new_part_days(present), present) if present else _empty_index()
+    days = set(dated.get_column("day").to_list())
+    return RefreshPlan(True, days, expand_days(days, margin), present, dated)
+
+
+def _empty_index() -> pl.DataFrame:
+    return pl.DataFrame(schema=INDEX_SCHEMA)
+
+
+def _dated(frame: pl.DataFrame, hashes: set[str]) -> pl.DataFrame:
+    """Every part gets at least one row (UNDATED when nothing in it carries a date)."""
+    frame = frame.select(pl.col("source_sha256").cast(pl.String), pl.col("day").cast(pl.Date))
+    missing = hashes - set(frame.get_column("source_sha256").to_list())
+    extra = pl.DataFrame(
+        {"source_sha256": sorted(missing), "day": [UNDATED] * len(missing)}, schema=INDEX_SCHEMA
+    )
+    return pl.concat([frame, extra]).unique().sort("day", "source_sha256")
+
+
+def write_index(layout: LakeLayout, stage: str, index: pl.DataFrame) -> None:
+    write_parquet_atomic(index, index_path(layout, stage))
+
+
+def day_chunks(days: Iterable[date], size: int) -> list[set[date]]:
+    """Sorted days in chunks of ``size`` (a full rebuild runs chunk by chunk: bounded memory)."""
+    ordered = sorted(days)
+    return [set(ordered[i : i + size]) for i in range(0, len(ordered), size)]
+
+
+# --- change log -------------------------------------------------------------------------------
+
+
+@dataclass
+class Changes:
+    """What a stage rewrote, for the warehouse to apply: ``full`` or the listed keys."""
+
+    full: bool = False
+    keys: dict[str, set[str]] = field(default_factory=dict)
+
+    def add(self, kind: str, values: Iterable[object]) -> None:
+        self.keys.setdefault(kind, set()).update(str(v) for v in values)
+
+    def merge(self, other: Changes) -> Changes:
+        merged = Changes(self.full or other.full, {k: set(v) for k, v in self.keys.items()})
+        for kind, values in other.keys.items():
+            merged.add(kind, values)
+        return merged
+
+    def get(self, kind: str) -> set[str]:
+        return self.keys.get(kind, set())
+
+    def to_json(self) -> str:
+        return json.dumps({"full": self.full, "keys": {k: sorted(v) for k, v in self.keys.items()}})
+
+    @classmethod
+    def from_json(cls, text: str) -> Changes:
+        data = json.loads(text)
+        return cls(bool(data["full"]), {k: set(v) for k, v in data["keys"].items()})
+
+
+def changes_path(layout: LakeLayout, stage: str) -> Path:
+    return layout.root / "silver" / "_changes" / f"{stage}.json"
+
+
+def read_changes(layout: LakeLayout, stage: str) -> Changes:
+    path = changes_path(layout, stage)
+    return Changes.from_json(path.read_text()) if path.exists() else Changes()
+
+
+def record_changes(layout: LakeLayout, stage: str, changes: Changes) -> None:
+    """Add to the stage's pending changes (atomically: written beside, then renamed)."""
+    merged = read_changes(layout, stage).merge(changes)
+    path = changes_path(layout, stage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(merged.to_json())
+    tmp.replace(path)
+
+
+def clear_changes(layout: LakeLayout, stage: str, applied: Changes) -> None:
+    """Forget pending changes once applied (only if nothing was added meanwhile)."""
+    path = changes_path(layout, stage)
+    if path.exists() and read_changes(layout, stage).to_json() == applied.to_json():
+        path.unlink()
