@@ -9,9 +9,9 @@ import hashlib
 import itertools
 import json
 from dataclasses import dataclass, field
-from json.decoder import WHITESPACE, scanstring
 from typing import Any
 
+import msgspec
 import numpy as np
 import polars as pl
 
@@ -527,63 +527,34 @@ def _parse_whole(raw: bytes, erased: dict | None) -> ParsedPush:
 
 
 class _NotPlainEnvelope(Exception):
-    """Not ``{"<type>": [item, …], …}`` with distinct keys: left to the whole-body parse."""
+    """Not ``{"<type>": [item, …], …}``: left to the whole-body parse."""
 
 
-_DECODER = json.JSONDecoder()  # what json.loads uses: same scanner, same values
+# msgspec decodes exactly what json.loads decodes, to the same values (arbitrary-size ints,
+# correctly rounded floats, last value of a repeated key), and refuses the rest (NaN,
+# Infinity, lone surrogates, …), which the whole-body parse then decides as before.
+_ENVELOPE = msgspec.json.Decoder(dict[str, list[msgspec.Raw]])
+_ITEM = msgspec.json.Decoder()
+_BOM = b"\xef\xbb\xbf"
 
 
 def _parse_item_by_item(raw: bytes, erased: dict | None) -> ParsedPush:
-    """Walk the envelope's punctuation here and decode each item with the standard scanner
-    (``raw_decode`` at the item's offset), parsing and dropping it before the next. Raises on
-    anything but a plain, well-formed envelope with distinct keys (json.loads would keep the
-    last list of a repeated key), so the whole-body parse handles every other case."""
-    text = raw.decode("utf-8-sig")
-    if text.startswith("\ufeff"):
-        raise _NotPlainEnvelope("a second byte-order mark")
-    skip = WHITESPACE.match  # JSON whitespace, as json.loads skips it
+    """Validate the whole body and split the envelope into items without decoding them
+    (``msgspec.Raw``: slices of ``raw``, no copy), then decode each item, parse it and drop
+    it before the next. Raises on anything but a non-empty envelope of lists, so the
+    whole-body parse handles (and words) every other case."""
+    data = memoryview(raw)
+    if raw[:3] == _BOM:  # as "utf-8-sig" decoding: one byte-order mark is allowed
+        data = data[3:]
+    body = _ENVELOPE.decode(data)  # a repeated key keeps its last list, as json.loads does
+    if not body:
+        raise _NotPlainEnvelope("empty envelope")
     out = ParsedPush()
     index = 0
-    i = skip(text, 0).end()
-    if text[i : i + 1] != "{":
-        raise _NotPlainEnvelope("not an object")
-    i = skip(text, i + 1).end()
-    while True:
-        if text[i : i + 1] != '"':
-            raise _NotPlainEnvelope("no key")  # also the empty envelope
-        summary_type, i = scanstring(text, i + 1)
-        if summary_type in out.item_counts:
-            raise _NotPlainEnvelope("repeated key")
-        i = skip(text, i).end()
-        if text[i : i + 1] != ":":
-            raise _NotPlainEnvelope("no colon")
-        i = skip(text, i + 1).end()
-        if text[i : i + 1] != "[":
-            raise _NotPlainEnvelope("not a list")
-        i = skip(text, i + 1).end()
-        count = 0
-        if text[i : i + 1] == "]":
-            i += 1
-        else:
-            while True:
-                item, i = _DECODER.raw_decode(text, i)
-                _add_item(out, summary_type, index, item, erased)
-                index += 1
-                count += 1
-                i = skip(text, i).end()
-                if text[i : i + 1] == "]":
-                    i += 1
-                    break
-                if text[i : i + 1] != ",":
-                    raise _NotPlainEnvelope("no comma between items")
-                i = skip(text, i + 1).end()
-        out.item_counts[summary_type] = count
-        i = skip(text, i).end()
-        if text[i : i + 1] == "}":
-            break
-        if text[i : i + 1] != ",":
-            raise _NotPlainEnvelope("no comma between keys")
-        i = skip(text, i + 1).end()
-    if skip(text, i + 1).end() != len(text):
-        raise _NotPlainEnvelope("extra data")
+    for summary_type, items in body.items():
+        out.item_counts[summary_type] = len(items)
+        for position, item in enumerate(items):
+            items[position] = None  # the decoded item is the only copy kept
+            _add_item(out, summary_type, index, _ITEM.decode(item), erased)
+            index += 1
     return out
