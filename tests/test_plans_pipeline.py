@@ -69,3 +69,16 @@ def test_plans_from_landing_are_matched(settings, fixtures):
     land(settings, "plans/coached/block.yaml", PLAN.split("  - date: 2020-05-02")[0])
     assert run_pipeline(settings, out=io.StringIO())
     assert query(settings, "SELECT count(*) FROM plan_matches")[0][0] == 2
+
+
+def test_one_plan_copied_to_two_athletes_is_planned_for_both(settings):
+    # A coach sends the same file to several athletes: the same bytes in two user folders
+    # are two inputs (the ledger's hash covers the folder's user id).
+    land(settings, "plans/athlete-a/block.yaml", PLAN)
+    land(settings, "plans/athlete-b/block.yaml", PLAN)
+    assert run_pipeline(settings, out=io.StringIO())
+    rows = query(
+        settings, "SELECT user_id, count(*) FROM planned_sessions GROUP BY ALL ORDER BY ALL"
+    )
+    assert rows == [("athlete-a", 2), ("athlete-b", 2)]
+    assert query(settings, "SELECT count(*) FROM plan_matches")[0][0] == 4

@@ -21,6 +21,8 @@ from pipelines.lake.layout import LakeLayout
 
 LEDGER_SCHEMA: dict[str, pl.DataType] = {
     "path": pl.String(),  # relative to landing, POSIX separators
+    # Content hash: the input's identity. For files in a user's folder (fit/, plans/) it also
+    # covers the user id: one plan copied to two athletes' folders is two inputs, not one.
     "sha256": pl.String(),
     "kind": pl.String(),  # garmin_push/ping/fetched, fit, fit_sidecar, plan, unknown
     "user_id": pl.String(),  # from the folder name for fit/ and plans/, validated
@@ -77,8 +79,11 @@ def classify(relative: PurePosixPath) -> Classified:
     return Classified("unknown", None, "no ingest handles files in this landing folder")
 
 
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+def sha256_file(path: Path, chunk_size: int = 1 << 20, owner: str | None = None) -> str:
+    """sha256 of the file's bytes (preceded by ``owner`` and a newline, when given)."""
     digest = hashlib.sha256()
+    if owner is not None:
+        digest.update(f"{owner}\n".encode())
     with path.open("rb") as handle:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
@@ -117,7 +122,7 @@ def register_landing(
         rows.append(
             {
                 "path": str(relative),
-                "sha256": sha256_file(path),
+                "sha256": sha256_file(path, owner=what.user_id),
                 "kind": what.kind,
                 "user_id": what.user_id,
                 "size_bytes": stat.st_size,
