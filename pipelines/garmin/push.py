@@ -16,8 +16,11 @@ import numpy as np
 import polars as pl
 
 from pipelines.garmin.fields import (
+    ITEM_DECODER,
     FieldError,
+    Undecoded,
     coerce,
+    decoded,
     local_from_epoch,
     polars_dtype,
     utc_from_epoch,
@@ -391,21 +394,47 @@ def lap_frame(laps: list[Any], keys: dict[str, Any]) -> pl.DataFrame:
         if start is None:
             raise FieldError("a lap has no startTimeInSeconds")
         starts.append(start)
+    if not starts:
+        return _empty_table("garmin_activity_laps")
+    if not (_fits_int64(keys["activity_id"]) and all(map(_fits_epoch_s, starts))):
+        return pl.DataFrame(
+            {
+                "summary_id": [keys["summary_id"]] * len(starts),
+                "user_id": [keys["user_id"]] * len(starts),
+                "activity_id": [keys["activity_id"]] * len(starts),
+                "lap_index": list(range(len(starts))),
+                "start_epoch_s": starts,
+                "start_time_utc": [utc_from_epoch(s) for s in starts],
+            },
+            schema=LAP_SCHEMA,
+        )
+    n = len(starts)
+    epoch_s = pl.Series("start_epoch_s", starts, dtype=pl.Int64())
     return pl.DataFrame(
         {
-            "summary_id": [keys["summary_id"]] * len(starts),
-            "user_id": [keys["user_id"]] * len(starts),
-            "activity_id": [keys["activity_id"]] * len(starts),
-            "lap_index": list(range(len(starts))),
-            "start_epoch_s": starts,
-            "start_time_utc": [utc_from_epoch(s) for s in starts],
-        },
-        schema=LAP_SCHEMA,
+            "summary_id": _constant("summary_id", keys["summary_id"], pl.String(), n),
+            "user_id": _constant("user_id", keys["user_id"], pl.String(), n),
+            "activity_id": _constant("activity_id", keys["activity_id"], pl.Int64(), n),
+            "lap_index": pl.Series("lap_index", np.arange(n, dtype=np.int64)),
+            "start_epoch_s": epoch_s,
+            # = datetime.fromtimestamp(s, UTC) for the seconds datetime can hold
+            "start_time_utc": (epoch_s * 1_000_000).cast(pl.Datetime("us", "UTC")),
+        }  # in LAP_SCHEMA's order
     )
 
 
+# Seconds datetime.fromtimestamp(s, UTC) holds (years 1–9999); outside, the row-by-row build
+# raises as it always did.
+_MIN_EPOCH_S, _MAX_EPOCH_S = -62_135_596_800, 253_402_300_799
+
+
+def _fits_epoch_s(seconds: int) -> bool:
+    return _MIN_EPOCH_S <= seconds <= _MAX_EPOCH_S
+
+
 def _without(item: dict[str, Any], *keys: str) -> str:
-    return json.dumps({k: v for k, v in item.items() if k not in keys}, separators=(",", ":"))
+    kept = {k: decoded(v) for k, v in item.items() if k not in keys}
+    return json.dumps(kept, separators=(",", ":"))
 
 
 def _parse_item(summary_type: str, index: int, item: Any, out: ParsedPush) -> None:
@@ -534,7 +563,33 @@ class _NotPlainEnvelope(Exception):
 # correctly rounded floats, last value of a repeated key), and refuses the rest (NaN,
 # Infinity, lone surrogates, …), which the whole-body parse then decides as before.
 _ENVELOPE = msgspec.json.Decoder(dict[str, list[msgspec.Raw]])
-_ITEM = msgspec.json.Decoder()
+_FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])  # an item's keys, values undecoded
+# Values left undecoded until parsed (the time-offset maps, exploded into their own tables).
+_BULK_KEYS: dict[str, frozenset[str]] = {
+    summary_type: frozenset(key for key, _ in spec.series)
+    for summary_type, spec in SPECS.items()
+    if spec.series
+}
+
+
+def _decode_item(summary_type: str, raw: msgspec.Raw) -> Any:
+    """One item as json.loads would decode it, but for its bulky values (see _BULK_KEYS),
+    which stay Undecoded: each is read in whole-array operations or decoded when needed."""
+    bulk = _BULK_KEYS.get(summary_type)
+    if bulk is None:
+        return ITEM_DECODER.decode(raw)
+    try:
+        fields = _FIELDS.decode(raw)  # a repeated key keeps its last value, as json.loads does
+    except msgspec.ValidationError:  # not an object
+        return ITEM_DECODER.decode(raw)
+    if "callbackURL" in fields:  # kept whole in garmin_other_summaries
+        return ITEM_DECODER.decode(raw)
+    return {
+        key: Undecoded(value) if key in bulk else ITEM_DECODER.decode(value)
+        for key, value in fields.items()
+    }
+
+
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -555,6 +610,6 @@ def _parse_item_by_item(raw: bytes, erased: dict | None) -> ParsedPush:
         out.item_counts[summary_type] = len(items)
         for position, item in enumerate(items):
             items[position] = None  # the decoded item is the only copy kept
-            _add_item(out, summary_type, index, _ITEM.decode(item), erased)
+            _add_item(out, summary_type, index, _decode_item(summary_type, item), erased)
             index += 1
     return out

@@ -11,12 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from pipelines.garmin.fields import (
     OFFSET_KEYS,
     FieldError,
+    Undecoded,
     coerce,
+    decoded,
+    int_map,
     local_from_epoch,
     polars_dtype,
     utc_from_epoch,
@@ -290,18 +294,14 @@ def series_frame(spec: SummarySpec, keys: dict[str, Any], item: dict[str, Any]) 
     parts = []
     for key, series in spec.series:
         values = item.get(key)
-        if not values:
-            continue
-        if not isinstance(values, dict):
-            raise FieldError(f"field {key!r}: expected an object of offset → value")
-        try:
-            offsets = pl.Series(list(values.keys()), dtype=pl.String()).cast(pl.Int64)
-            numbers = pl.Series(list(values.values()), dtype=pl.Float64(), strict=False)
-        except pl.exceptions.PolarsError as exc:
-            raise FieldError(f"field {key!r}: offsets must be integers: {exc}") from exc
-        nulls = numbers.null_count()
-        if nulls and nulls > sum(v is None for v in values.values()):
-            raise FieldError(f"field {key!r}: values must be numbers")
+        plain = int_map(values.raw) if isinstance(values, Undecoded) else None
+        if plain is not None:  # the common shape, read without a Python object per entry
+            offsets = pl.Series(plain[0])
+            numbers = pl.Series(plain[1].astype(np.float64))
+        else:
+            offsets, numbers = _series_values(key, decoded(values))
+            if offsets is None:
+                continue
         if series in SENTINEL_NEGATIVE_SERIES:
             numbers = numbers.set(numbers < 0, None)  # = when(value < 0).then(None)
         parts.append((series, offsets, numbers))
@@ -328,6 +328,23 @@ def series_frame(spec: SummarySpec, keys: dict[str, Any], item: dict[str, Any]) 
             "value": pl.concat([part[2] for part in parts]).alias("value"),
         }  # in TIMESERIES_SCHEMA's order
     )
+
+
+def _series_values(key: str, values: Any) -> tuple[pl.Series | None, pl.Series | None]:
+    """A decoded time-offset map as (offsets, values); (None, None) when empty or absent."""
+    if not values:
+        return None, None
+    if not isinstance(values, dict):
+        raise FieldError(f"field {key!r}: expected an object of offset → value")
+    try:
+        offsets = pl.Series(list(values.keys()), dtype=pl.String()).cast(pl.Int64)
+        numbers = pl.Series(list(values.values()), dtype=pl.Float64(), strict=False)
+    except pl.exceptions.PolarsError as exc:
+        raise FieldError(f"field {key!r}: offsets must be integers: {exc}") from exc
+    nulls = numbers.null_count()
+    if nulls and nulls > sum(v is None for v in values.values()):
+        raise FieldError(f"field {key!r}: values must be numbers")
+    return offsets, numbers
 
 
 def _constant(value: Any, dtype: pl.DataType, n: int) -> pl.Series:
