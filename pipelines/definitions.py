@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import bronze, checks, lifecycle, plans, raw, silver, warehouse
-from pipelines.jobs import wearhouse_job
+from assets import backfill, bronze, checks, lifecycle, plans, raw, silver, warehouse
+from pipelines.jobs import reprocess_days_job, wearhouse_job
 from pipelines.resources import build_resources
 from pipelines.schedules import daily_reconcile_schedule
 from pipelines.sensors import landing_sensor
@@ -15,9 +15,11 @@ from pipelines.settings import Settings
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.resolve()
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([raw, bronze, lifecycle, plans, silver, warehouse]),
+        assets=dg.load_assets_from_modules(
+            [raw, bronze, lifecycle, plans, silver, warehouse, backfill]
+        ),
         asset_checks=dg.load_asset_checks_from_modules([checks]),
-        jobs=[wearhouse_job],
+        jobs=[wearhouse_job, reprocess_days_job],
         schedules=[daily_reconcile_schedule],
         sensors=[landing_sensor],
         resources=build_resources(settings),

@@ -9,6 +9,7 @@ A full rebuild (first run, or after an erasure removed parts) runs the same code
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -114,11 +115,14 @@ def _recompute(layout: LakeLayout, plan: RefreshPlan, days: set[date], changes: 
     return sessions.height, silver.samples.join(day_of, on="session_id").height, parts
 
 
-def refresh_silver_activities(layout: LakeLayout, force_full: bool = False) -> ActivityRefresh:
+def refresh_silver_activities(
+    layout: LakeLayout, force_full: bool = False, also_days: Iterable[date] = ()
+) -> ActivityRefresh:
+    """Recompute the days new bronze parts touch (and ``also_days``: a backfill)."""
     plan = plan_refresh(layout, STAGE, BRONZE, lambda h: part_days(layout, h), force_full)
     report = ActivityRefresh(full=plan.full)
     changes = Changes(full=plan.full)
-    days = plan.days
+    days = plan.days | set(also_days)
     if plan.full:
         # Also clear partitions no input dates any more (e.g. after an erasure).
         days = days | set().union(*(partition_days(layout, t) for t in SILVER))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import date
 
 import polars as pl
 
@@ -171,7 +172,10 @@ def summary_keys(frames: Iterable[pl.DataFrame]) -> list[str]:
     return keys.get_column("key").unique().to_list()
 
 
-def refresh_silver_wellness(layout: LakeLayout, force_full: bool = False) -> WellnessRefresh:
+def refresh_silver_wellness(
+    layout: LakeLayout, force_full: bool = False, also_days: Iterable[date] = ()
+) -> WellnessRefresh:
+    """Recompute the days new bronze parts touch (and ``also_days``: a backfill)."""
     from pipelines.activities.build import bronze  # one bronze reader for every stage
 
     index = read_index(layout, STAGE)
@@ -187,7 +191,7 @@ def refresh_silver_wellness(layout: LakeLayout, force_full: bool = False) -> Wel
     changes_log = permission_changes(bronze(layout, "garmin_permission_changes"))
     report = WellnessRefresh(full=plan.full)
     changes = Changes(full=plan.full)
-    days = plan.days
+    days = plan.days | set(also_days)
     if plan.full:
         days = days | set().union(*(partition_days(layout, t) for t in SILVER_TABLES))
     chunks = day_chunks(days, FULL_CHUNK_DAYS) if plan.full else [days] if days else []

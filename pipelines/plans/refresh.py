@@ -9,6 +9,7 @@ partitioned by ``planned_date``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -112,8 +113,12 @@ def _match(
 
 
 def refresh_plan_matches(
-    layout: LakeLayout, settings: MatchConfig, athletes_per_batch: int = 100
+    layout: LakeLayout,
+    settings: MatchConfig,
+    athletes_per_batch: int = 100,
+    also_days: Iterable[date] = (),
 ) -> PlanRefresh:
+    """Re-match the planned days that changed (and ``also_days``: a backfill)."""
     planned, steps, problems = build_planned(layout)
     hashes = planned_hashes(planned, steps)
     state = index_path(layout, STAGE)
@@ -128,6 +133,7 @@ def refresh_plan_matches(
     else:
         touched = _changed_days(pl.read_parquet(state), hashes)
         touched |= {date.fromisoformat(d) for d in activity.get("local_date")}
+        touched |= set(also_days)
         days = expand_days(touched, tol)
         # A local date lies within a day of the UTC date its session is partitioned by.
         session_days = expand_days(days, tol + 1)
