@@ -110,26 +110,26 @@ def clean_samples(samples: pl.LazyFrame) -> pl.LazyFrame:
     ).drop(KEY)
 
 
-def _with_valid_neighbours(samples: pl.LazyFrame) -> pl.LazyFrame:
+def _with_valid_neighbours(samples: pl.LazyFrame, key: str = KEY) -> pl.LazyFrame:
     """For each cumulative column: the last valid (time, value) at or before each sample and the
     first valid one at or after it, so gaps in one column (GPS loss) don't poison the others.
-    ``samples`` must be sorted by (KEY, t_s)."""
+    ``samples`` must be sorted by (key, t_s)."""
     exprs = []
     for c in CUMULATIVE:
         valid_t = pl.when(pl.col(c).is_not_null()).then(pl.col("t_s"))
         exprs += [
-            ffill(valid_t).alias(f"{c}__lo_t"),
-            ffill(pl.col(c)).alias(f"{c}__lo"),
-            bfill(valid_t).alias(f"{c}__hi_t"),
-            bfill(pl.col(c)).alias(f"{c}__hi"),
+            ffill(valid_t, key).alias(f"{c}__lo_t"),
+            ffill(pl.col(c), key).alias(f"{c}__lo"),
+            bfill(valid_t, key).alias(f"{c}__hi_t"),
+            bfill(pl.col(c), key).alias(f"{c}__hi"),
         ]
     # Device speed where distance is valid: the slopes for the speed-aware distance estimate.
     speed_there = pl.when(pl.col("distance_m").is_not_null()).then(
         pl.col("speed_mps").clip(lower_bound=0.0)
     )
     exprs += [
-        ffill(speed_there).alias("distance_m__lo_v"),
-        bfill(speed_there).alias("distance_m__hi_v"),
+        ffill(speed_there, key).alias("distance_m__lo_v"),
+        bfill(speed_there, key).alias("distance_m__hi_v"),
     ]
     return samples.with_columns(exprs)
 
@@ -180,11 +180,18 @@ def interpolate_at(samples: pl.LazyFrame, instants: pl.LazyFrame) -> pl.LazyFram
     (time between the samples around the instant)."""
     prepared = _with_valid_neighbours(
         _ensure_columns(samples).with_columns(int_key("session_id").alias(KEY)).sort(KEY, "t_s")
-    ).with_columns(pl.col("t_s").alias("sample_t"))
+    )
     # join_asof with ``by`` needs each group sorted on the key, not one global sort.
     left = instants.with_columns(int_key("session_id").alias(KEY)).sort(KEY, "t_s")
+    return _at_instants(prepared, left, KEY).drop(KEY)
+
+
+def _at_instants(prepared: pl.LazyFrame, left: pl.LazyFrame, key: str) -> pl.LazyFrame:
+    """:func:`interpolate_at` on samples already keyed, sorted by (key, t_s) and given their
+    valid neighbours; ``left`` (the instants) sorted by (key, t_s) too."""
+    prepared = prepared.with_columns(pl.col("t_s").alias("sample_t"))
     before = prepared.select(
-        KEY,
+        key,
         "t_s",
         pl.col("sample_t").alias("prev_t"),
         *[pl.col(f"{c}__lo_t") for c in CUMULATIVE],
@@ -193,7 +200,7 @@ def interpolate_at(samples: pl.LazyFrame, instants: pl.LazyFrame) -> pl.LazyFram
         *[pl.col(c).alias(f"{c}__held") for c in HELD],
     )
     after = prepared.select(
-        KEY,
+        key,
         "t_s",
         pl.col("sample_t").alias("next_t"),
         *[pl.col(f"{c}__hi_t") for c in CUMULATIVE],
@@ -201,8 +208,8 @@ def interpolate_at(samples: pl.LazyFrame, instants: pl.LazyFrame) -> pl.LazyFram
         pl.col("distance_m__hi_v"),
     )
     joined = left.join_asof(
-        before, on="t_s", by=KEY, strategy="backward", check_sortedness=False
-    ).join_asof(after, on="t_s", by=KEY, strategy="forward", check_sortedness=False)
+        before, on="t_s", by=key, strategy="backward", check_sortedness=False
+    ).join_asof(after, on="t_s", by=key, strategy="forward", check_sortedness=False)
     t = pl.col("t_s")
     values = []
     for c in CUMULATIVE:
@@ -233,7 +240,7 @@ def interpolate_at(samples: pl.LazyFrame, instants: pl.LazyFrame) -> pl.LazyFram
     ).drop(
         [f"{c}__{x}" for c in CUMULATIVE for x in ("lo_t", "lo", "hi_t", "hi")]
         + [f"{c}__held" for c in HELD]
-        + ["distance_m__lo_v", "distance_m__hi_v", KEY]
+        + ["distance_m__lo_v", "distance_m__hi_v"]
     )
 
 
@@ -259,26 +266,38 @@ def interval_metrics(
         pl.col("end_s").cast(pl.Float64),
         *([pl.col(c) for c in TARGET_COLUMNS] if has_targets else []),
     ).with_columns(group)
-    points = pl.concat(
-        [
-            spans.select("session_id", GROUP, pl.col("start_s").alias("t_s")),
-            spans.select("session_id", GROUP, pl.col("end_s").alias("t_s")),
-        ]
-    ).unique()
-    at_bounds = interpolate_at(samples, points)
+    # Samples once per (session, kind) stream they serve, sorted (a cheap pass when
+    # clean_samples already sorted them), with each cumulative column's valid neighbours.
+    groups = spans.select(int_key("session_id").alias(KEY), GROUP).unique()
+    prepared = _with_valid_neighbours(
+        _ensure_columns(samples)
+        .with_columns(int_key("session_id").alias(KEY))
+        .join(groups, on=KEY)
+        .sort(GROUP, "t_s"),
+        GROUP,
+    )
+    points = (
+        pl.concat(
+            [
+                spans.select(GROUP, pl.col("start_s").alias("t_s")),
+                spans.select(GROUP, pl.col("end_s").alias("t_s")),
+            ]
+        )
+        .unique()
+        .sort(GROUP, "t_s")
+    )
+    at_bounds = _at_instants(prepared, points, GROUP)
 
     # The sample stream, split at every boundary: each segment [t, t_next) then lies inside one
-    # interval and carries the values that hold over it.
-    groups = spans.select("session_id", GROUP).unique()
-    sample_rows = samples.join(groups, on="session_id").with_columns(
+    # interval and carries the values that hold over it. Both sides are sorted by (GROUP, t_s):
+    # a linear merge (samples before a boundary at the same instant), no sort.
+    columns = [GROUP, "t_s", *CUMULATIVE, *HELD, "is_boundary", "bracket_gap_s"]
+    sample_rows = prepared.with_columns(
         pl.lit(False).alias("is_boundary"),
         pl.lit(None, pl.Float64).alias("bracket_gap_s"),
-    )
-    boundary_rows = at_bounds.with_columns(pl.lit(True).alias("is_boundary"))
-    columns = [GROUP, "t_s", *CUMULATIVE, *HELD, "is_boundary", "bracket_gap_s"]
-    stream = pl.concat([sample_rows.select(columns), boundary_rows.select(columns)]).sort(
-        [GROUP, "t_s", "is_boundary"]
-    )
+    ).select(columns)
+    boundary_rows = at_bounds.with_columns(pl.lit(True).alias("is_boundary")).select(columns)
+    stream = sample_rows.merge_sorted(boundary_rows, key=[GROUP, "t_s"], maintain_order=True)
 
     def step(column: str) -> pl.Expr:
         return next_(pl.col(column), GROUP) - pl.col(column)
@@ -296,8 +315,10 @@ def interval_metrics(
         .otherwise(pl.col("next_real_t") - pl.col("t_s"))
         .alias("gap_s"),
     )
+    # An expression sort, not a sort node: Polars 2.1's streaming engine panics on a join_asof
+    # between a merge_sorted frame and a sorted one.
     assigned = stream.join_asof(
-        spans.drop("session_id", "kind").sort(GROUP, "start_s"),
+        spans.drop("session_id", "kind").select(pl.all().sort_by(GROUP, "start_s")),
         left_on="t_s",
         right_on="start_s",
         by=GROUP,
