@@ -31,8 +31,19 @@ lap minus sample at the previous lap"), ``linear`` (a small numpy reference), ``
 (``interval_metrics(clean_samples(...), laps)`` from ``pipelines.intervals``) and, as research,
 candidate boundary estimators for cumulative distance (section "Candidate estimators"):
 ``pchip`` (Fritsch–Carlson monotone cubic), ``speed_quadratic`` (device speeds at the bracketing
-samples rescaled so the segment's distance is preserved) and ``speed_hermite`` (device speeds
-clipped to the Fritsch–Carlson box ``[0, 3·secant]``). Candidates interpolate timer linearly.
+samples rescaled so the segment's distance is preserved: the module's previous method),
+``speed_hermite`` (device speeds clipped to the Fritsch–Carlson box ``[0, 3·secant]``) and the
+speed-ramp family (the device speeds are the levels before and after the gap, the change sits
+where they balance the gap's distance, straight line when they cannot): ``speed_step`` (a
+step), ``speed_ramp`` (a ramp half as wide as fits: the module's method, so it must equal
+``lead``) and ``speed_ramp_full`` (the widest ramp). Candidates interpolate timer linearly.
+
+Default run (seed 20240601, 5 copies; benchmarks/RESULTS-intervals.md has the rest):
+interpolation error median / p95 naive 0.370 / 3.421 %, linear 0.017 / 0.902 %, lead
+0.007 / 0.381 % (speed_quadratic, the previous lead: 0.007 / 0.669 %); against the device
+(all cases) 0.267 / 3.337, 0.122 / 1.046, 0.115 / 1.060 %. The 1 s records themselves score
+0.122 / 1.059 % against the device: the closer a thinned copy gets to its records, the closer
+its device score gets to that floor.
 
 Size: ~30 sessions, ~200 scored laps per case with the default 5 thinned copies; runs in a few
 seconds.
@@ -403,11 +414,42 @@ def speed_hermite_at(t: np.ndarray, y: np.ndarray, v: np.ndarray, x: np.ndarray)
     return _hermite(y[i], y[i + 1], m0, m1, h, s)
 
 
+def _speed_ramp(share: float) -> Callable:
+    """Device speeds v0, v1 as the levels before and after the gap; the change sits at τ where
+    v0·τ + v1·(1 − τ) = secant, as a linear ramp ``share`` × the widest that fits
+    (2·min(τ, 1 − τ)) wide; the straight line when the secant is not between v0 and v1.
+    ``share`` 0.5 is the module's method (``speed_ramp_fraction``)."""
+
+    def at(t: np.ndarray, y: np.ndarray, v: np.ndarray, x: np.ndarray) -> np.ndarray:
+        if len(t) < 2:
+            return np.full(len(x), y[0] if len(y) else np.nan)
+        i, h, s = _bracket(t, x)
+        dd = y[i + 1] - y[i]
+        secant = dd / h
+        v0 = np.clip(v[i], 0.0, None)
+        v1 = np.clip(v[i + 1], 0.0, None)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tau = (secant - v1) / (v0 - v1)
+            ok = np.isfinite(tau) & (tau >= 0) & (tau <= 1) & (v0 != v1) & (secant > 0)
+            w = share * 2 * np.minimum(tau, 1 - tau)
+            a = tau - w / 2
+            r = np.minimum(np.clip(s - a, 0.0, None), w)
+            ramp = np.where(w > 0, (v1 - v0) * r * r / (2 * w), 0.0)
+            covered = v0 * np.minimum(s, a) + v0 * r + ramp + v1 * np.clip(s - a - w, 0.0, None)
+            g = np.where(ok, covered / secant, s)
+        return y[i] + dd * g
+
+    return at
+
+
 NUMPY_METHODS: dict[str, Callable] = {"naive": naive_at, "linear": linear_at}
 CANDIDATES: dict[str, Callable] = {
     "pchip": pchip_at,
     "speed_quadratic": speed_quadratic_at,
     "speed_hermite": speed_hermite_at,
+    "speed_step": _speed_ramp(0.0),
+    "speed_ramp": _speed_ramp(0.5),
+    "speed_ramp_full": _speed_ramp(1.0),
 }
 MAIN_METHODS = ("naive", "linear", "lead")
 

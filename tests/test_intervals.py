@@ -204,3 +204,33 @@ def test_real_smart_recorded_laps_match_device_totals(fixtures):
     assert len(errors) >= 20
     assert np.median(errors) < 0.005
     assert np.quantile(errors, 0.95) < 0.02
+
+
+def test_speed_change_inside_a_gap_is_placed_where_the_speeds_balance_its_distance():
+    """A sprint ends between two samples: 11 m/s until 2 s into a 9 s gap, then 4 m/s. The
+    device speeds at both samples and the gap's distance put the change at 2 s; the estimate is
+    exact outside the speed ramp (the first and last quarter of the gap here) and far closer than
+    a straight line at the change itself."""
+    t = np.array([0.0, 9.0])
+
+    def truth(x: np.ndarray) -> np.ndarray:
+        return 11.0 * np.minimum(x, 2.0) + 4.0 * np.clip(x - 2.0, 0.0, None)
+
+    samples = pl.DataFrame(
+        {"session_id": "s", "t_s": START + t, "distance_m": truth(t), "speed_mps": [11.0, 4.0]}
+    )
+    instants = np.array([0.5, 2.0, 6.0, 8.5])
+    at = interpolate_at(
+        samples.lazy(), pl.LazyFrame({"session_id": "s", "t_s": START + instants})
+    ).collect()
+    got = at.sort("t_s")["distance_m"].to_numpy()
+    expected = truth(instants)
+    linear = np.interp(instants, t, truth(t))
+    assert got[[0, 2, 3]] == pytest.approx(expected[[0, 2, 3]], abs=1e-9)
+    assert abs(got[1] - expected[1]) < 0.2 * abs(linear[1] - expected[1])
+    # speeds that cannot explain the gap (both below its mean speed): the straight line
+    odd = samples.with_columns(pl.Series("speed_mps", [3.0, 4.0]))
+    at = interpolate_at(
+        odd.lazy(), pl.LazyFrame({"session_id": "s", "t_s": START + instants})
+    ).collect()
+    assert at.sort("t_s")["distance_m"].to_numpy() == pytest.approx(linear, abs=1e-9)
