@@ -8,8 +8,12 @@ end_s``. Every function works on all sessions together: no Python loop per sessi
 sample.
 
 Semantics (DESIGN.md, "The interval problem"):
-- cumulative columns (distance, timer, elevation) are interpolated linearly in time between
-  the last valid sample at or before the instant and the first valid one at or after it;
+- cumulative columns (distance, timer, elevation) are interpolated between the last valid
+  sample at or before the instant and the first valid one at or after it: timer and elevation
+  linearly in time; distance along a speed ramp placed where the device speeds at the two
+  samples balance the gap's distance, linearly when they cannot (``speed_ramp_fraction``;
+  interpolation error on thinned real FIT files median 0.007 % / p95 0.38 % of lap distance,
+  straight line 0.017 % / 0.90 %: benchmarks/RESULTS-intervals.md);
 - instantaneous columns (heart rate, speed, cadence, power) hold their value until the next
   sample, so averages are time-weighted over the exact interval;
 - an instant before the first or after the last sample takes the edge value and is flagged
