@@ -96,21 +96,23 @@ def decoded(value: Any) -> Any:
 
 
 _INT_MAP_BYTES = b'0123456789":,-'
+_TO_SPACES = bytes.maketrans(b'":,', b"   ")
 _MAX_DIGITS = 18  # any 18-digit integer fits Int64
 
 
 def int_map(raw: msgspec.Raw | bytes) -> tuple[np.ndarray, np.ndarray] | None:
-    """``{"<int>":<int>,…}`` (compact, canonical integers of at most 18 digits: the common
-    shape of Garmin's time-offset maps) as (keys, values) int64 arrays, read with whole-array
-    operations; None for anything else (floats, nulls, whitespace, other keys, …), which the
-    caller then decodes as JSON. Keys and values are the integers the JSON text spells."""
+    """``{"<int>":<int>,…}`` (compact, integers of at most 18 digits: the common shape of
+    Garmin's time-offset maps) as (keys, values) int64 arrays, read with whole-array
+    operations; None for anything else (floats, nulls, whitespace, keys that are not plain
+    integers, …), which the caller then decodes as JSON. ``raw`` is valid JSON (the body was
+    validated whole); keys and values are the integers its text spells."""
     data = memoryview(raw).cast("B")
-    n_bytes = len(data)
-    if n_bytes < 7 or data[0] != 0x7B or data[1] != 0x22 or data[-1] != 0x7D:
+    if len(data) < 7 or data[0] != 0x7B or data[1] != 0x22 or data[-1] != 0x7D:
         return None
-    body = np.frombuffer(data, np.uint8)[1:-1]
-    if bytes(data[1:-1]).translate(None, _INT_MAP_BYTES):
+    text = bytes(data[1:-1])
+    if text.translate(None, _INT_MAP_BYTES):
         return None  # a byte other than digits, quotes, colons, commas and minus signs
+    body = np.frombuffer(text, np.uint8)
     quotes = np.flatnonzero(body == 0x22)
     colons = np.flatnonzero(body == 0x3A)
     commas = np.flatnonzero(body == 0x2C)
@@ -124,29 +126,20 @@ def int_map(raw: msgspec.Raw | bytes) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     if not np.array_equal(closes, colons - 1):
         return None
-    digits = body.astype(np.int64) - 0x30
-    keys = _int_tokens(body, digits, opens + 1, closes)
-    values = _int_tokens(body, digits, colons + 1, np.append(commas, body.size))
-    if keys is None or values is None:
+    key_minus = body[opens + 1] == 0x2D
+    key_digits = closes - opens - 1 - key_minus
+    value_minus = body[colons + 1] == 0x2D  # values are JSON numbers: -?(0|[1-9][0-9]*) here
+    value_digits = np.append(commas, body.size) - colons - 1 - value_minus
+    if key_digits.min() < 1 or max(key_digits.max(), value_digits.max()) > _MAX_DIGITS:
         return None
-    if np.count_nonzero(body == 0x2D) != keys[1] + values[1]:
-        return None  # a minus sign inside a number
-    return keys[0], values[0]
-
-
-def _int_tokens(
-    body: np.ndarray, digits: np.ndarray, start: np.ndarray, end: np.ndarray
-) -> tuple[np.ndarray, int] | None:
-    """Canonical integers ``-?(0|[1-9][0-9]*)`` in body[start:end] → (values, minus signs)."""
-    negative = body[np.minimum(start, body.size - 1)] == 0x2D
-    first = start + negative
-    length = end - first
-    if length.min() < 1 or length.max() > _MAX_DIGITS:
+    first = opens + 1 + key_minus
+    if np.any((body[first] == 0x2D) | ((body[first] == 0x30) & (key_digits > 1))):
+        return None  # "--1", or a leading zero: not how an integer is spelled
+    if np.count_nonzero(body == 0x2D) != np.count_nonzero(key_minus) + np.count_nonzero(
+        value_minus
+    ):
+        return None  # a minus sign inside a key
+    numbers = np.fromstring(text.translate(_TO_SPACES), dtype=np.int64, sep=" ")
+    if numbers.size != 2 * n:
         return None
-    if np.any((digits[first] == 0) & (length > 1)):
-        return None  # leading zero: not how JSON or Python spell an integer
-    value = np.zeros(start.size, np.int64)
-    last = body.size - 1
-    for k in range(int(length.max())):
-        value = np.where(k < length, value * 10 + digits[np.minimum(first + k, last)], value)
-    return np.where(negative, -value, value), int(np.count_nonzero(negative))
+    return numbers[0::2], numbers[1::2]
