@@ -190,3 +190,96 @@ def test_sleep_levels_become_rows(fixtures):
     levels = tables["garmin_sleep_levels"]
     assert levels.height > 0 and set(levels["level"]) <= {"deep", "light", "rem", "awake"}
     assert (levels["end_time_utc"] >= levels["start_time_utc"]).all()
+
+
+# --- the fast path (msgspec, undecoded maps) decides and builds exactly as json.loads would ---
+
+
+def _tables_equal(left: dict[str, pl.DataFrame], right: dict[str, pl.DataFrame]) -> None:
+    assert list(left) == list(right)
+    for table, frame in left.items():
+        other = right[table]
+        assert frame.schema == other.schema, table
+        as_json = [c for c in frame.columns if c.endswith("_json")]
+        assert frame.drop(as_json).equals(other.drop(as_json), null_equal=True), table
+        for column in as_json:
+            decoded = [None if v is None else json.loads(v) for v in frame[column]]
+            assert decoded == [None if v is None else json.loads(v) for v in other[column]]
+
+
+def _generated_items() -> list[tuple[str, dict]]:
+    import numpy as np
+
+    from pipelines.garmin.generate import activity_details, daily, sleep, stress_details
+
+    rng = np.random.default_rng(5)
+    start = 1_767_225_600
+    return [
+        ("dailies", daily("user-1", start, rng)),
+        ("stressDetails", stress_details("user-2", start, rng)),
+        ("sleeps", sleep("user-3", start, rng)),
+        ("activityDetails", activity_details("user-4", 7, start, rng, duration_s=600)),
+    ]
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_item_by_item_parse_equals_the_whole_body_parse(compact):
+    from pipelines.garmin.push import _parse_item_by_item, _parse_whole
+
+    items = _generated_items()
+    daily = dict(items[0][1])
+    hr = daily["timeOffsetHeartRateSamples"]
+    variants = [
+        {**daily, "summaryId": "neg", "timeOffsetHeartRateSamples": {"-15": -0, "0": 0, "15": -3}},
+        {**daily, "summaryId": "big", "timeOffsetHeartRateSamples": {"0": 123456789012345678}},
+        {**daily, "summaryId": "f", "timeOffsetHeartRateSamples": {"0": 1.5, "15": None}},
+        {**daily, "summaryId": "z", "timeOffsetHeartRateSamples": {"007": 1, "15": 2}},
+        {**daily, "summaryId": "s", "timeOffsetHeartRateSamples": {"0": "60"}},
+        {**daily, "summaryId": "k", "timeOffsetHeartRateSamples": {"1e3": 60}},
+        {**daily, "summaryId": "e", "timeOffsetHeartRateSamples": {}},
+        {**daily, "summaryId": "h", "timeOffsetHeartRateSamples": dict(list(hr.items())[:3])},
+        {**daily, "summaryId": "huge", "timeOffsetHeartRateSamples": {"0": 2**70}},
+    ]
+    body: dict[str, list] = {}
+    for summary_type, item in [*items, *(("dailies", v) for v in variants)]:
+        body.setdefault(summary_type, []).append(item)
+    separators = (",", ":") if compact else None
+    raw = json.dumps(body, separators=separators).encode()
+    fast, whole = _parse_item_by_item(raw, None), _parse_whole(raw, None)
+    assert fast.refusals == whole.refusals and fast.item_counts == whole.item_counts
+    _tables_equal(fast.tables(), whole.tables())
+    assert [index for index, _ in whole.refusals] == [6]  # the offset "1e3"
+
+
+def test_int_map_reads_the_integers_the_json_spells():
+    from pipelines.garmin.fields import int_map
+
+    accepted = [b'{"0":55,"15":-3,"30":0}', b'{"-5":-0,"86385":190}', b'{"0":123456789012345678}']
+    for raw in accepted:
+        keys, values = int_map(raw)
+        decoded = json.loads(raw)
+        assert keys.tolist() == [int(k) for k in decoded]
+        assert values.tolist() == list(decoded.values())
+    refused = [
+        b'{"0": 55}',  # whitespace
+        b'{"0":5.5}',
+        b'{"0":null}',
+        b'{"0":"5"}',
+        b'{"007":5}',
+        b'{"-":5}',
+        b'{"--1":5}',
+        b'{"1-2":5}',
+        b'{"1:2":5}',
+        b'{"1,2":5}',
+        b'{"0":1234567890123456789}',  # beyond 18 digits
+        b'{"0":[1]}',
+        b"{}",
+    ]
+    assert [int_map(raw) for raw in refused] == [None] * len(refused)
+
+
+def test_truncated_body_is_refused_whole():
+    items = _generated_items()
+    raw = json.dumps({"dailies": [items[0][1]]}, separators=(",", ":")).encode()
+    with pytest.raises(PayloadError, match="malformed JSON"):
+        parse_push(raw[: len(raw) // 2])
