@@ -12,12 +12,13 @@ from pipelines.cli import copy_sample_data, run_pipeline
 from pipelines.lake.layout import LakeLayout
 from pipelines.warehouse.build import MODELS
 
-# Arrive in the second run: a new day of wellness, a new ride (FIT) and the 900 s re-delivery of
-# an epoch whose 720 s version arrived in the first run.
+# Arrive in the second run: a new day of wellness, a new ride (FIT), the 900 s re-delivery of
+# an epoch whose 720 s version arrived in the first run, and a plan for runs already in.
 LATER = (
     "garmin/push/2026-01-03/",
     "garmin/push/2026-01-02/epochs-2.json",
     "fit/demo-rider/edge500-ride.fit",
+    "plans/demo-runner/",
 )
 
 

@@ -126,18 +126,22 @@ def refresh_plan_matches(
     full = activity.full or not state.exists()
     report = PlanRefresh(full=full, planned_sessions=planned.height, problems=problems)
     tol = settings.tolerance_days
+    planned_changed = full
     if full:
         days = set(hashes.get_column("planned_date").to_list())
         days |= set().union(*(partition_days(layout, t) for t in SILVER))
         session_days = None
     else:
         touched = _changed_days(pl.read_parquet(state), hashes)
+        planned_changed = bool(touched)
         touched |= {date.fromisoformat(d) for d in activity.get("local_date")}
         touched |= set(also_days)
         days = expand_days(touched, tol)
         # A local date lies within a day of the UTC date its session is partitioned by.
         session_days = expand_days(days, tol + 1)
     changes = Changes(full=full)
+    # The warehouse replaces planned_sessions/planned_steps (and their gold) only when flagged.
+    changes.add("planned_changed", ["yes"] if planned_changed else [])
     if days or full:
         chosen = planned.filter(pl.col("planned_date").is_in(list(days)))
         chosen_steps = steps.join(chosen.select("planned_session_id"), on="planned_session_id")

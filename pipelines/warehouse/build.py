@@ -96,7 +96,9 @@ INCREMENTAL = {
     "plan_matches": Refresh("plans", _PLANNED),
     "plan_interval_matches": Refresh("plans", _PLANNED),
 }
-# Every other model (users, planned sessions and steps, quarantine) is small and replaced whole.
+# Every other model (users, planned sessions and steps, quarantine) is small and replaced whole;
+# planned sessions and steps only when the plans stage says a plan changed.
+PLANNED = ("planned_sessions", "planned_steps")
 
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -228,7 +230,10 @@ def _apply_changes(target: Path, layout: LakeLayout, pending: dict[str, Changes]
                 "AS day",
                 {"days": [d.isoformat() for d in sorted(days["wellness"])]},
             )
-            for model in MODELS:
+            models = [
+                m for m in MODELS if m not in PLANNED or pending["plans"].get("planned_changed")
+            ]
+            for model in models:
                 refresh = INCREMENTAL.get(model)
                 stale = refresh.stale if refresh else "true"
                 gold_days[model] = _gold_days(con, model, stale) if refresh else set()
@@ -245,7 +250,7 @@ def _apply_changes(target: Path, layout: LakeLayout, pending: dict[str, Changes]
             raise
         rows = {model: table_rows(con, model) for model in MODELS}
         rewritten = 0
-        for model in MODELS:
+        for model in models:
             if model in INCREMENTAL and model in GOLD_DAY_COLUMN:
                 rewritten += export_gold_days(con, layout, model, gold_days[model])
             else:
