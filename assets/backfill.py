@@ -6,6 +6,7 @@ recomputed in one run (``BackfillPolicy.single_run``: the lake takes one writer 
 warehouse and gold take the rewritten days on the next ``wearhouse_job`` run.
 """
 
+import warnings
 from datetime import timedelta
 
 import dagster as dg
@@ -19,14 +20,19 @@ from pipelines.resources import WearhouseLake
 
 daily_partitions = dg.DailyPartitionsDefinition(start_date="2000-01-01", end_offset=1)
 
+# backfill_policy is a beta parameter: chosen on purpose, so its warning is not shown to users.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    single_run_asset = dg.asset(
+        group_name="backfill",
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        description="Silver activities, wellness and plan matches of the selected UTC days "
+        "recomputed from bronze (applied to the warehouse by the next wearhouse_job run).",
+    )
 
-@dg.asset(
-    group_name="backfill",
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    description="Silver activities, wellness and plan matches of the selected UTC days "
-    "recomputed from bronze (applied to the warehouse by the next wearhouse_job run).",
-)
+
+@single_run_asset
 def reprocessed_days(
     context: dg.AssetExecutionContext, lake: WearhouseLake, config: PlanMatchConfig
 ) -> dg.MaterializeResult:

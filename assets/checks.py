@@ -1,8 +1,11 @@
-"""Asset checks at the warehouse boundary: keys, orphans, lap sums, interpolation flags."""
+"""Asset checks at the layer boundaries: keys, orphans, lap sums, interpolation flags,
+warehouse in step with silver, freshness."""
 
 import dagster as dg
+import polars as pl
 from dagster_duckdb import DuckDBResource
 
+from pipelines.lake.partitions import partition_files
 from pipelines.lake.stage import pending_files
 from pipelines.resources import WearhouseLake
 
@@ -145,4 +148,34 @@ def landing_fully_ingested(lake: WearhouseLake) -> dg.AssetCheckResult:
         passed=stuck == 0,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"files_waiting": waiting},
+    )
+
+
+# Warehouse table → the silver table it is built from (one row each).
+SILVER_OF = {
+    "sessions": "sessions",
+    "intervals": "intervals",
+    "samples": "samples",
+    "daily_summaries": "garmin_dailies",
+    "sleep_sessions": "garmin_sleeps",
+    "plan_matches": "plan_matches",
+}
+
+
+@dg.asset_check(
+    asset="samples",
+    description="Incremental runs stay in step with silver: each warehouse table has as many "
+    "rows as the silver partitions it is built from.",
+    blocking=True,
+)
+def warehouse_matches_silver(lake: WearhouseLake, duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    counts = {}
+    for table, silver in SILVER_OF.items():
+        (rows,) = _scalar(duckdb, f'SELECT count(*) FROM "{table}"')  # names from SILVER_OF
+        files = partition_files(lake.layout, silver)
+        in_silver = pl.scan_parquet(files).select(pl.len()).collect().item() if files else 0
+        counts[table] = {"warehouse": rows, "silver": in_silver}
+    return dg.AssetCheckResult(
+        passed=all(c["warehouse"] == c["silver"] for c in counts.values()),
+        metadata={"rows": counts},
     )
