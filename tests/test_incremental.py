@@ -108,3 +108,20 @@ def test_reprocess_days_job_rederives_a_day_from_bronze(settings):
     assert day_file.exists()
     assert run_pipeline(settings, out=io.StringIO())
     assert warehouse(settings) == before
+
+
+def test_changed_sql_models_rebuild_the_warehouse_in_full(settings, monkeypatch):
+    from pipelines.warehouse import build
+
+    copy_sample_data(settings.landing)
+    assert run_pipeline(settings, out=io.StringIO())
+    assert build.built_with_current_models(settings.duckdb)
+    before = warehouse(settings)
+    # An upgrade changed a model: the stored fingerprint no longer matches.
+    monkeypatch.setattr(build, "models_fingerprint", lambda: "a different set of models")
+    assert not build.built_with_current_models(settings.duckdb)
+    inode = settings.duckdb.stat().st_ino
+    assert run_pipeline(settings, out=io.StringIO())
+    assert settings.duckdb.stat().st_ino != inode  # a fresh file was swapped in
+    assert build.built_with_current_models(settings.duckdb)
+    assert warehouse(settings) == before

@@ -17,6 +17,7 @@ warehouse and gold have both taken them, and applying them twice gives the same 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -161,6 +162,30 @@ def _extras(con: duckdb.DuckDBPyConnection) -> None:
     # Views and descriptions take no parameters; they need every table above.
     for extra in EXTRAS:
         con.execute((sql_dir() / f"{extra}.sql").read_text())
+    con.execute("CREATE SCHEMA IF NOT EXISTS wearhouse_meta")
+    con.execute(
+        "CREATE OR REPLACE TABLE wearhouse_meta.build AS "
+        "SELECT CAST($models AS VARCHAR) AS models_sha256, now() AS built_at",
+        {"models": models_fingerprint()},
+    )
+
+
+def models_fingerprint() -> str:
+    """sha256 of every model's SQL: rows of tables built by other SQL must not be mixed with
+    rows inserted by this one, so a change means a full build."""
+    digest = hashlib.sha256()
+    for name in (*MODELS, *EXTRAS):
+        digest.update(name.encode() + b"\0" + (sql_dir() / f"{name}.sql").read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def built_with_current_models(target: Path) -> bool:
+    try:
+        with duckdb.connect(str(target), read_only=True) as con:
+            rows = con.execute("SELECT models_sha256 FROM wearhouse_meta.build").fetchall()
+    except duckdb.Error:
+        return False
+    return bool(rows) and rows[0][0] == models_fingerprint()
 
 
 def build_warehouse_file(target: Path, layout: LakeLayout) -> dict[str, int]:
@@ -195,7 +220,8 @@ def refresh_warehouse(target: Path, layout: LakeLayout) -> WarehouseRefresh:
     """Apply the silver stages' pending changes: incrementally, or a full build when one
     asks for it (or there is no warehouse yet)."""
     pending = {stage: read_changes(layout, stage) for stage in STAGES}
-    if not target.exists() or any(c.full for c in pending.values()):
+    fresh = not target.exists() or not built_with_current_models(target)
+    if fresh or any(c.full for c in pending.values()):
         result = WarehouseRefresh(True, build_warehouse_file(target, layout))
     else:
         result = _apply_changes(target, layout, pending)
