@@ -240,15 +240,39 @@ def test_item_by_item_parse_equals_the_whole_body_parse(compact):
         {**daily, "summaryId": "h", "timeOffsetHeartRateSamples": dict(list(hr.items())[:3])},
         {**daily, "summaryId": "huge", "timeOffsetHeartRateSamples": {"0": 2**70}},
     ]
+    run = items[3][1]
+
+    def with_sample(summary_id: str, **change) -> dict:
+        samples = [dict(sample) for sample in run["samples"][:4]]
+        samples[1].update(change)
+        return {**run, "summaryId": summary_id, "samples": samples}
+
+    activities = [
+        with_sample("a-null", heartRate=None, powerInWatts=None),
+        with_sample("a-mixed", heartRate=120.5, timerDurationInSeconds=-0.0),
+        with_sample("a-minus-zero", latitudeInDegree=-0, stepsPerMinute=-0),
+        with_sample("a-extra", newSensorValue=3),
+        with_sample("a-string", heartRate="high"),
+        with_sample("a-bool", heartRate=True),
+        with_sample("a-huge", heartRate=2**64),
+        with_sample("a-no-start", startTimeInSeconds=None),
+        {**run, "summaryId": "a-empty", "samples": []},
+        {**run, "summaryId": "a-not-objects", "samples": [1, 2]},
+    ]
     body: dict[str, list] = {}
-    for summary_type, item in [*items, *(("dailies", v) for v in variants)]:
+    for summary_type, item in [
+        *items,
+        *(("dailies", v) for v in variants),
+        *(("activityDetails", a) for a in activities),
+    ]:
         body.setdefault(summary_type, []).append(item)
     separators = (",", ":") if compact else None
     raw = json.dumps(body, separators=separators).encode()
     fast, whole = _parse_item_by_item(raw, None), _parse_whole(raw, None)
     assert fast.refusals == whole.refusals and fast.item_counts == whole.item_counts
     _tables_equal(fast.tables(), whole.tables())
-    assert [index for index, _ in whole.refusals] == [6]  # the offset "1e3"
+    refused = {index for index, _ in whole.refusals}
+    assert refused == {6, 17, 20, 22}  # offset "1e3"; a string, no start, not objects
 
 
 def test_int_map_reads_the_integers_the_json_spells():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -325,9 +326,14 @@ def _sample_frame_numeric(samples: list[dict], keys: dict[str, Any]) -> pl.DataF
         else pl.Series(column, [None] * n, dtype=polars_dtype(kind))
         for key, column, kind in SAMPLE_FIELDS
     }
-    epoch_s = columns["start_epoch_s"]
-    if epoch_s.null_count():
+    if columns["start_epoch_s"].null_count():
         raise FieldError("a sample has no startTimeInSeconds")
+    return _sample_frame_of(columns, keys, n)
+
+
+def _sample_frame_of(columns: dict[str, pl.Series], keys: dict[str, Any], n: int) -> pl.DataFrame:
+    """The samples frame from its typed SAMPLE_FIELDS columns (start times all present)."""
+    epoch_s = columns["start_epoch_s"]
     return pl.DataFrame(
         {
             "summary_id": _constant("summary_id", keys["summary_id"], pl.String(), n),
@@ -340,6 +346,51 @@ def _sample_frame_numeric(samples: list[dict], keys: dict[str, Any]) -> pl.DataF
             "extra_json": pl.Series("extra_json", [None] * n, dtype=pl.String()),
         }  # in SAMPLE_SCHEMA's order
     )
+
+
+# A sample as devices send it: modelled keys only, numbers or null. msgspec refuses anything
+# else (unknown keys, strings, booleans, objects, …) and keeps the last of a repeated key, as
+# json.loads does; ints of any size are kept as ints.
+_Sample = msgspec.defstruct(
+    "_Sample",
+    [(key, int | float | None, None) for key, _, _ in SAMPLE_FIELDS],
+    forbid_unknown_fields=True,
+    gc=False,
+)
+_SAMPLES_DECODER = msgspec.json.Decoder(list[_Sample])
+_SAMPLE_GETTERS = [
+    (operator.attrgetter(key), key, column, polars_dtype(kind))
+    for key, column, kind in SAMPLE_FIELDS
+]
+
+
+def _typed_sample_frame(raw: msgspec.Raw, keys: dict[str, Any]) -> pl.DataFrame | None:
+    """The samples frame of a samples array decoded straight into ``_Sample`` objects (no
+    dict per sample), for the common case only: the frame _sample_frame_numeric builds, or
+    None whenever anything is off (the decoded path then decides and words it as before)."""
+    if not _fits_int64(keys["activity_id"]):
+        return None
+    try:
+        samples = _SAMPLES_DECODER.decode(raw)
+    except msgspec.ValidationError:
+        return None
+    n = len(samples)
+    columns = {}
+    try:
+        for get, key, column, dtype in _SAMPLE_GETTERS:
+            values = list(map(get, samples))
+            if values.count(None) == n:  # absent (or null) in every sample
+                columns[column] = pl.Series(column, values, dtype=dtype)
+                continue
+            source = _numeric_column(key, values)
+            if source is None:
+                return None
+            columns[column] = source.cast(dtype, strict=True).alias(column)
+    except pl.exceptions.PolarsError:
+        return None
+    if not n or columns["start_epoch_s"].null_count():
+        return None
+    return _sample_frame_of(columns, keys, n)
 
 
 def _constant(name: str, value: Any, dtype: pl.DataType, n: int) -> pl.Series:
@@ -448,16 +499,23 @@ def _parse_item(summary_type: str, index: int, item: Any, out: ParsedPush) -> No
         summary = item.get("summary") or {}
         if not isinstance(summary, dict):
             raise FieldError("summary is not an object")
-        samples = item.get("samples") or []
+        samples = item.get("samples")
+        typed = isinstance(samples, Undecoded) and memoryview(samples.raw)[:2] == b"[{"
+        if not typed:  # decoded now unless a non-empty list of objects
+            samples = decoded(samples) or []
         laps = item.get("laps") or []
-        if not isinstance(samples, list) or not isinstance(laps, list):
+        if not isinstance(samples, list | Undecoded) or not isinstance(laps, list):
             raise FieldError("samples and laps must be lists")
         row = activity_row(summary_type, index, item, summary)
         keys = {k: row[k] for k in ("summary_id", "user_id", "activity_id")}
-        samples_df = sample_frame(samples, keys)
+        samples_df = _typed_sample_frame(samples.raw, keys) if typed else None
+        if samples_df is None:
+            samples = decoded(samples)
+            samples_df = sample_frame(samples, keys)
         laps_df = lap_frame(laps, keys)
+        n_samples = len(samples) if isinstance(samples, list) else samples_df.height
         row.update(
-            raw_json=_without(item, "samples", "laps"), n_samples=len(samples), n_laps=len(laps)
+            raw_json=_without(item, "samples", "laps"), n_samples=n_samples, n_laps=len(laps)
         )
         out.add_row("garmin_activity_details", row)
         out.add("garmin_activity_samples", samples_df)
@@ -569,7 +627,7 @@ _BULK_KEYS: dict[str, frozenset[str]] = {
     summary_type: frozenset(key for key, _ in spec.series)
     for summary_type, spec in SPECS.items()
     if spec.series
-}
+} | {"activityDetails": frozenset({"samples"})}
 
 
 def _decode_item(summary_type: str, raw: msgspec.Raw) -> Any:
