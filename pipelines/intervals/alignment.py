@@ -22,9 +22,11 @@ Semantics (DESIGN.md, "The interval problem"):
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
-from pipelines.intervals.grouped import KEY, bfill, cumsum, ffill, int_key, next_, prev
+from pipelines.intervals import arrays as A
+from pipelines.intervals.grouped import KEY, bfill, cumsum, ffill, int_key, prev
 
 CUMULATIVE = ("distance_m", "timer_s", "elevation_m")
 HELD = ("hr_bpm", "speed_mps", "cadence", "power_w")
@@ -190,6 +192,34 @@ def interpolate_at(samples: pl.LazyFrame, instants: pl.LazyFrame) -> pl.LazyFram
     return _at_instants(prepared, left, KEY).drop(KEY)
 
 
+def interpolated_values() -> list[pl.Expr]:
+    """The CUMULATIVE columns at instants ``t_s`` from each column's valid neighbours
+    (``{c}__lo_t``, ``{c}__lo``, ``{c}__hi_t``, ``{c}__hi``; ``distance_m__lo_v`` and
+    ``distance_m__hi_v`` the device speeds there): timer and elevation linear in time,
+    distance along the speed ramp; the edge value where one side is missing."""
+    t = pl.col("t_s")
+    values = []
+    for c in CUMULATIVE:
+        lo_t, lo, hi_t, hi = (pl.col(f"{c}__{x}") for x in ("lo_t", "lo", "hi_t", "hi"))
+        fraction = (t - lo_t) / (hi_t - lo_t)
+        if c == "distance_m":
+            fraction = speed_ramp_fraction(
+                fraction,
+                pl.col("distance_m__lo_v"),
+                pl.col("distance_m__hi_v"),
+                (hi - lo) / (hi_t - lo_t),
+            )
+        values.append(
+            pl.when(lo.is_null())
+            .then(hi)
+            .when(hi.is_null() | (hi_t == lo_t))
+            .then(lo)
+            .otherwise(lo + (hi - lo) * fraction)
+            .alias(c)
+        )
+    return values
+
+
 def _at_instants(prepared: pl.LazyFrame, left: pl.LazyFrame, key: str) -> pl.LazyFrame:
     """:func:`interpolate_at` on samples already keyed, sorted by (key, t_s) and given their
     valid neighbours; ``left`` (the instants) sorted by (key, t_s) too."""
@@ -214,28 +244,8 @@ def _at_instants(prepared: pl.LazyFrame, left: pl.LazyFrame, key: str) -> pl.Laz
     joined = left.join_asof(
         before, on="t_s", by=key, strategy="backward", check_sortedness=False
     ).join_asof(after, on="t_s", by=key, strategy="forward", check_sortedness=False)
-    t = pl.col("t_s")
-    values = []
-    for c in CUMULATIVE:
-        lo_t, lo, hi_t, hi = (pl.col(f"{c}__{x}") for x in ("lo_t", "lo", "hi_t", "hi"))
-        fraction = (t - lo_t) / (hi_t - lo_t)
-        if c == "distance_m":
-            fraction = speed_ramp_fraction(
-                fraction,
-                pl.col("distance_m__lo_v"),
-                pl.col("distance_m__hi_v"),
-                (hi - lo) / (hi_t - lo_t),
-            )
-        values.append(
-            pl.when(lo.is_null())
-            .then(hi)
-            .when(hi.is_null() | (hi_t == lo_t))
-            .then(lo)
-            .otherwise(lo + (hi - lo) * fraction)
-            .alias(c)
-        )
-    values += [pl.col(f"{c}__held").alias(c) for c in HELD]
-    exact = (pl.col("prev_t") == t) | (pl.col("next_t") == t)
+    values = [*interpolated_values(), *[pl.col(f"{c}__held").alias(c) for c in HELD]]
+    exact = (pl.col("prev_t") == pl.col("t_s")) | (pl.col("next_t") == pl.col("t_s"))
     return joined.with_columns(
         *values,
         (~exact.fill_null(False)).alias("interpolated"),
@@ -255,13 +265,18 @@ def interval_metrics(
 ) -> pl.LazyFrame:
     """Per interval: exact-boundary distance/timer/elapsed, time-weighted averages, quality.
 
-    ``samples`` should come from :func:`clean_samples`. Intervals of one ``kind`` must not
-    overlap within a session (laps, workout steps); different kinds may.
+    ``samples`` should come from :func:`clean_samples` (sorted, one row per instant; other
+    orders are sorted here first). Intervals of one ``kind`` must not overlap within a
+    session (laps, workout steps); different kinds may.
+
+    How (``arrays.py``): the rows of an interval [start, end) are the boundary instant
+    ``start`` (values interpolated there, the held values of the sample before it), the
+    samples inside, and each row's segment runs to the next row (the next sample, or ``end``).
+    Whole segments between two samples are summed by range reductions over per-sample
+    arrays; only the two segments cut by the boundaries are computed per interval. Nothing is
+    sorted when the samples already are (checked in one pass).
     """
-    # Optional targets (plan steps): time inside [target_low, target_high] of speed or HR.
     has_targets = set(TARGET_COLUMNS) <= set(intervals.collect_schema().names())
-    # One integer per (session, kind): everything below sorts, joins and groups on it.
-    group = (int_key("session_id") * (1 << 32) + int_key("kind")).alias(GROUP)
     spans = intervals.select(
         "session_id",
         "kind",
@@ -269,121 +284,271 @@ def interval_metrics(
         pl.col("start_s").cast(pl.Float64),
         pl.col("end_s").cast(pl.Float64),
         *([pl.col(c) for c in TARGET_COLUMNS] if has_targets else []),
-    ).with_columns(group)
-    # Samples once per (session, kind) stream they serve, sorted (a cheap pass when
-    # clean_samples already sorted them), with each cumulative column's valid neighbours.
-    groups = spans.select(int_key("session_id").alias(KEY), GROUP).unique()
-    prepared = _with_valid_neighbours(
+    )
+    rows = (
         _ensure_columns(samples)
-        .with_columns(int_key("session_id").alias(KEY))
-        .join(groups, on=KEY)
-        .sort(GROUP, "t_s"),
-        GROUP,
+        .select(SAMPLE_COLUMNS)
+        .filter(pl.col("t_s").is_not_null() & pl.col("session_id").is_not_null())
     )
-    points = (
-        pl.concat(
-            [
-                spans.select(GROUP, pl.col("start_s").alias("t_s")),
-                spans.select(GROUP, pl.col("end_s").alias("t_s")),
-            ]
+    span_schema = spans.collect_schema()
+    schema = {c: pl.Float64 for c in INTERVAL_COLUMNS} | {
+        "session_id": span_schema["session_id"],
+        "kind": span_schema["kind"],
+        "interval_index": span_schema["interval_index"],
+        "start_interpolated": pl.Boolean,
+        "end_interpolated": pl.Boolean,
+        "start_out_of_range": pl.Boolean,
+        "end_out_of_range": pl.Boolean,
+        "gap_count": pl.UInt32,
+        "pause_count": pl.UInt32,
+        "n_samples": pl.UInt32,
+    }
+    if has_targets:
+        schema["time_in_target_s"] = pl.Float64
+
+    def run() -> pl.DataFrame:
+        sample_df, span_df = pl.collect_all([rows, spans])
+        return _measure(sample_df, span_df, gap_threshold_s, has_targets)
+
+    return pl.defer(run, schema=schema)
+
+
+def _at_points(t, y, x, lo, hi):
+    """Interpolated CUMULATIVE values, held HELD values and flags at instants ``x`` (one per
+    query, each within its session's rows [lo, hi)): what :func:`interpolate_at` gives,
+    from the same expressions (:func:`interpolated_values`)."""
+    i = A.search_left(t, x, lo, hi)
+    known = ~np.isnan(x)
+    q_ok = (i < hi) & known
+    exact = q_ok & (A.gather(t, i, q_ok) == x)
+    p = np.where(exact, i, i - 1)
+    p_ok = (p >= lo) & known
+    prev_t = A.gather(t, p, p_ok)
+    next_t = A.gather(t, i, q_ok)
+    frame = {"t_s": x}
+
+    def missing(values):
+        return None if not np.isnan(values).any() else ~np.isnan(values)
+
+    for c in CUMULATIVE:
+        valid = missing(y[c])
+        lo_i, lo_ok = A.valid_before(valid, p, p_ok, lo)
+        hi_i, hi_ok = A.valid_after(valid, i, q_ok, hi)
+        frame[f"{c}__lo_t"] = A.gather(t, lo_i, lo_ok)
+        frame[f"{c}__lo"] = A.gather(y[c], lo_i, lo_ok)
+        frame[f"{c}__hi_t"] = A.gather(t, hi_i, hi_ok)
+        frame[f"{c}__hi"] = A.gather(y[c], hi_i, hi_ok)
+    # Device speed where distance is valid: the slopes for the speed ramp.
+    speed = y["speed_mps"]
+    both = ~(np.isnan(y["distance_m"]) | np.isnan(speed))
+    valid = None if both.all() else both
+    lo_i, lo_ok = A.valid_before(valid, p, p_ok, lo)
+    hi_i, hi_ok = A.valid_after(valid, i, q_ok, hi)
+    frame["distance_m__lo_v"] = A.clip0(A.gather(speed, lo_i, lo_ok))
+    frame["distance_m__hi_v"] = A.clip0(A.gather(speed, hi_i, hi_ok))
+    values = (
+        pl.DataFrame({k: pl.Series(k, v, nan_to_null=True) for k, v in frame.items()})
+        .select(interpolated_values())
+        .to_dict()
+    )
+    at = {c: values[c].to_numpy().astype(np.float64) for c in CUMULATIVE}
+    at |= {c: A.gather(y[c], p, p_ok) for c in HELD}
+    at |= {
+        "i": i,
+        "p": p,
+        "p_ok": p_ok,
+        "exact": exact,
+        "out_of_range": ~(p_ok & q_ok),
+        "bracket_gap_s": next_t - prev_t,
+    }
+    return at
+
+
+def _measure(
+    samples: pl.DataFrame, spans: pl.DataFrame, gap_threshold_s: float, has_targets: bool
+) -> pl.DataFrame:
+    """:func:`interval_metrics` on collected frames (``samples`` with SAMPLE_COLUMNS)."""
+    t = samples["t_s"].to_numpy()
+    starts, ordered = A.runs(samples["session_id"], t)
+    if not ordered:
+        samples = samples.sort("session_id", "t_s", maintain_order=True)
+        t = samples["t_s"].to_numpy()
+        starts, _ = A.runs(samples["session_id"], t)
+    n = len(t)
+    y = {c: samples[c].to_numpy() for c in (*CUMULATIVE, *HELD)}
+    run_table = pl.DataFrame(
+        {
+            "_sid": samples["session_id"].gather(starts).cast(pl.String),
+            "_lo": starts,
+            "_hi": np.append(starts[1:], n).astype(np.int64)[: len(starts)],
+        }
+    )
+    located = spans.with_columns(pl.col("session_id").cast(pl.String).alias("_sid")).join(
+        run_table, on="_sid", how="left", maintain_order="left"
+    )
+    lo = located["_lo"].fill_null(0).to_numpy()
+    hi = located["_hi"].fill_null(0).to_numpy()
+    a = located["start_s"].to_numpy()
+    b = located["end_s"].to_numpy()
+    m = len(a)
+    both = _at_points(
+        t, y, np.concatenate([a, b]), np.concatenate([lo, lo]), np.concatenate([hi, hi])
+    )
+    at_a = {k: v[:m] for k, v in both.items()}
+    at_b = {k: v[m:] for k, v in both.items()}
+    del both
+
+    # Rows of [a, b): [the sample at a], the boundary a, the samples in (a, b). The boundary's
+    # segment runs to the first sample after a (or to b); the last sample's to b; the samples
+    # between, sample to sample ("full" segments, summed by range reductions).
+    ia, ib = at_a["i"], at_b["i"]
+    has_rows = a < b
+    i0 = ia + at_a["exact"]
+    n_inner = np.where(has_rows, ib - i0, 0)
+    inner = n_inner > 0
+    k = ib - 1  # the last sample inside, where inner
+    full_s = i0
+    full_e = np.where(n_inner >= 2, ib - 1, i0)
+
+    def at_sample(values, index, ok):
+        return A.gather(values, index, ok)
+
+    # Values where the last row's segment ends (at b): the sample there, else interpolated.
+    end_values = {
+        c: np.where(at_b["exact"], at_sample(y[c], ib, at_b["exact"]), at_b[c]) for c in CUMULATIVE
+    }
+    x1 = np.where(inner, at_sample(t, i0, inner), b)
+    dt_start = x1 - a
+    start_next = {c: np.where(inner, at_sample(y[c], i0, inner), end_values[c]) for c in CUMULATIVE}
+    dt_end = np.where(inner, b - at_sample(t, k, inner), 0.0)
+    end_from = {c: at_sample(y[c], k, inner) for c in (*CUMULATIVE, *HELD)}
+
+    def nan0(x):
+        return np.where(np.isnan(x), 0.0, x)
+
+    stats: dict[str, np.ndarray] = {}
+    dt = A.next_minus(t)
+    if len(starts) > 1:
+        dt[starts[1:] - 1] = np.nan  # no segment across sessions
+    full_dt = A.range_sum(nan0(dt), full_s, full_e)
+
+    # Time-weighted averages of held values; maxima over the held values in the interval.
+    for c, name in (("hr_bpm", "avg_hr"), ("cadence", "avg_cadence"), ("power_w", "avg_power_w")):
+        v = y[c]
+        present = ~np.isnan(v)
+        product = v * dt
+        product[~present] = 0.0
+        num = A.range_sum(nan0(product), full_s, full_e)
+        del product
+        den = (
+            full_dt
+            if present.all()
+            else A.range_sum(np.where(present, nan0(dt), 0.0), full_s, full_e)
         )
-        .unique()
-        .sort(GROUP, "t_s")
-    )
-    at_bounds = _at_instants(prepared, points, GROUP)
-
-    # The sample stream, split at every boundary: each segment [t, t_next) then lies inside one
-    # interval and carries the values that hold over it. Both sides are sorted by (GROUP, t_s):
-    # a linear merge (samples before a boundary at the same instant), no sort.
-    columns = [GROUP, "t_s", *CUMULATIVE, *HELD, "is_boundary", "bracket_gap_s"]
-    sample_rows = prepared.with_columns(
-        pl.lit(False).alias("is_boundary"),
-        pl.lit(None, pl.Float64).alias("bracket_gap_s"),
-    ).select(columns)
-    boundary_rows = at_bounds.with_columns(pl.lit(True).alias("is_boundary")).select(columns)
-    stream = sample_rows.merge_sorted(boundary_rows, key=[GROUP, "t_s"], maintain_order=True)
-
-    def step(column: str) -> pl.Expr:
-        return next_(pl.col(column), GROUP) - pl.col(column)
-
-    real_t = pl.when(~pl.col("is_boundary")).then(pl.col("t_s"))
-    stream = stream.with_columns(
-        step("t_s").alias("dt"),
-        step("timer_s").alias("dtimer"),
-        step("elevation_m").alias("delev"),
-        step("distance_m").alias("ddist"),
-        bfill(next_(real_t, GROUP), GROUP).alias("next_real_t"),
-    ).with_columns(
-        pl.when(pl.col("is_boundary"))
-        .then(pl.col("bracket_gap_s"))
-        .otherwise(pl.col("next_real_t") - pl.col("t_s"))
-        .alias("gap_s"),
-    )
-    # An expression sort, not a sort node: Polars 2.1's streaming engine panics on a join_asof
-    # between a merge_sorted frame and a sorted one.
-    assigned = stream.join_asof(
-        spans.drop("session_id", "kind").select(pl.all().sort_by(GROUP, "start_s")),
-        left_on="t_s",
-        right_on="start_s",
-        by=GROUP,
-        strategy="backward",
-        check_sortedness=False,
-    ).filter(pl.col("t_s") < pl.col("end_s"))
-
-    dt = pl.col("dt").fill_null(0.0)
-
-    def time_in_target(dt: pl.Expr, paused: pl.Expr) -> pl.Expr:
-        # Speed over a segment: the device's (held) speed, else distance covered / time.
-        speed = pl.coalesce(
-            "speed_mps", pl.when(pl.col("dt") > 0).then(pl.col("ddist") / pl.col("dt"))
+        held = at_a[c]
+        last = end_from[c]
+        num = num + nan0(held * dt_start) + np.where(inner, nan0(last * dt_end), 0.0)
+        den = (
+            den
+            + np.where(np.isnan(held), 0.0, dt_start)
+            + np.where(inner & ~np.isnan(last), dt_end, 0.0)
         )
-        value = (
-            pl.when(pl.col("target_type") == "speed")
-            .then(speed)
-            .when(pl.col("target_type") == "heart_rate")
-            .then(pl.col("hr_bpm"))
-        )
-        inside = value.is_between(pl.col("target_low"), pl.col("target_high")).fill_null(False)
-        return pl.when(inside).then(dt - paused).otherwise(0.0).sum().alias("time_in_target_s")
+        stats[name] = np.where(has_rows & (den > 0), num / np.where(den > 0, den, 1.0), np.nan)
+    first_held = np.where(at_a["p_ok"], at_a["p"], ia)
+    for c, name in (("hr_bpm", "max_hr"), ("power_w", "max_power_w")):
+        stats[name] = np.where(has_rows, A.range_max(y[c], first_held, ib), np.nan)
 
-    def weighted(column: str) -> pl.Expr:
-        present = pl.col(column).is_not_null()
-        weight = pl.when(present).then(dt).otherwise(0.0).sum()
-        return pl.when(weight > 0).then((pl.col(column) * dt).sum() / weight)
+    # Elevation: positive and negative steps between consecutive rows.
+    step = A.next_minus(y["elevation_m"])
+    e_start = start_next["elevation_m"] - at_a["elevation_m"]
+    e_end = np.where(inner, end_values["elevation_m"] - end_from["elevation_m"], np.nan)
+    for sign, name in ((1.0, "elevation_gain_m"), (-1.0, "elevation_loss_m")):
+        full = A.range_sum(np.fmax(sign * step, 0.0), full_s, full_e)
+        total = full + np.fmax(sign * e_start, 0.0) + np.fmax(sign * e_end, 0.0)
+        stats[name] = np.where(has_rows, total, np.nan)
+    del step
 
-    paused = (dt - pl.col("dtimer")).clip(lower_bound=0.0)
-    # A pause is a run of segments where the timer (mostly) stood still; count run starts.
-    in_pause = (paused > 0.5 * dt) & (dt > 0)
-    stats = assigned.group_by(GROUP, "interval_index").agg(
-        weighted("hr_bpm").alias("avg_hr"),
-        pl.col("hr_bpm").max().alias("max_hr"),
-        weighted("cadence").alias("avg_cadence"),
-        weighted("power_w").alias("avg_power_w"),
-        pl.col("power_w").max().alias("max_power_w"),
-        pl.col("delev").clip(lower_bound=0.0).sum().alias("elevation_gain_m"),
-        (-pl.col("delev").clip(upper_bound=0.0)).sum().alias("elevation_loss_m"),
-        pl.col("gap_s").max().alias("max_gap_s"),
-        ((pl.col("gap_s") > gap_threshold_s) & ~pl.col("is_boundary")).sum().alias("gap_count"),
-        (in_pause & ~in_pause.shift(1, fill_value=False)).sum().alias("pause_count"),
-        paused.sum().alias("paused_s"),
-        (~pl.col("is_boundary")).sum().alias("n_samples"),
-        *([time_in_target(dt, paused)] if has_targets else []),
+    # Gaps: the bracket around the start boundary and each sample's gap to the next sample.
+    gap_max = A.range_max(dt, ia, ib)
+    stats["max_gap_s"] = np.where(has_rows, np.fmax(at_a["bracket_gap_s"], gap_max), np.nan)
+    gap_count = A.range_count(dt > gap_threshold_s, ia, ib)
+    stats["gap_count"] = np.where(has_rows, gap_count, 0)
+    stats["n_samples"] = np.where(has_rows, ib - ia, 0)
+
+    # Pauses: time the timer stood still; a pause is a run of segments where it (mostly) did.
+    timer = y["timer_s"]
+    paused = A.clip0(dt - A.next_minus(timer))
+    paused_start = A.clip0(dt_start - (start_next["timer_s"] - at_a["timer_s"]))
+    paused_end = A.clip0(dt_end - (end_values["timer_s"] - end_from["timer_s"]))
+    full_paused = A.range_sum(nan0(paused), full_s, full_e)
+    stats["paused_s"] = np.where(
+        has_rows, full_paused + nan0(paused_start) + np.where(inner, nan0(paused_end), 0.0), np.nan
     )
+    p_true, p_false = A.pause_flags(nan0(dt), paused)
+    run_start = np.zeros(n, bool)
+    run_start[1:] = p_true[1:] & p_false[:-1]
+    a_true, a_false = A.pause_flags(dt_start, paused_start)
+    q_true, _ = A.pause_flags(dt_end, paused_end)
+    one = n_inner == 1
+    many = n_inner >= 2
+    first_true = A.gather(p_true.astype(float), i0, many) == 1.0
+    before_last_false = A.gather(p_false.astype(float), ib - 2, many) == 1.0
+    middle = A.range_count(run_start, i0 + 1, np.where(many, ib - 1, i0 + 1))
+    pause_count = (
+        (a_true & has_rows).astype(np.int64)
+        + (one & q_true & a_false)
+        + np.where(many, (first_true & a_false) + middle + (q_true & before_last_false), 0)
+    )
+    stats["pause_count"] = pause_count
+    del run_start, p_true, p_false
 
-    bound_values = at_bounds.select(GROUP, "t_s", *CUMULATIVE, "interpolated", "out_of_range")
-    renamed = (*CUMULATIVE, "interpolated", "out_of_range")
-    start = bound_values.rename({c: f"start_{c}" for c in renamed} | {"t_s": "start_s"})
-    end = bound_values.rename({c: f"end_{c}" for c in renamed} | {"t_s": "end_s"})
+    if has_targets:
+        stats["time_in_target_s"] = _time_in_target(
+            located,
+            y,
+            dt,
+            paused,
+            has_rows,
+            inner,
+            many,
+            full_s,
+            full_e,
+            dt_start,
+            paused_start,
+            start_next,
+            at_a,
+            dt_end,
+            paused_end,
+            end_values,
+            end_from,
+        )
+
+    def column(name, values, dtype=pl.Float64):
+        return pl.Series(name, values, nan_to_null=dtype == pl.Float64).cast(dtype)
+
+    out = located.select("session_id", "kind", "interval_index", "start_s", "end_s").with_columns(
+        *[column(f"start_{c}", at_a[c]) for c in CUMULATIVE],
+        *[column(f"end_{c}", at_b[c]) for c in CUMULATIVE],
+        column("start_interpolated", ~at_a["exact"], pl.Boolean),
+        column("end_interpolated", ~at_b["exact"], pl.Boolean),
+        column("start_out_of_range", at_a["out_of_range"], pl.Boolean),
+        column("end_out_of_range", at_b["out_of_range"], pl.Boolean),
+        *[
+            column(
+                name,
+                v,
+                pl.UInt32 if name in ("gap_count", "pause_count", "n_samples") else pl.Float64,
+            )
+            for name, v in stats.items()
+        ],
+    )
     elapsed = pl.col("end_s") - pl.col("start_s")
-    timer = pl.col("end_timer_s") - pl.col("start_timer_s")
+    timer_expr = pl.col("end_timer_s") - pl.col("start_timer_s")
     distance = pl.col("end_distance_m") - pl.col("start_distance_m")
     return (
-        spans.join(start, on=[GROUP, "start_s"], how="left")
-        .join(end, on=[GROUP, "end_s"], how="left")
-        .join(stats, on=[GROUP, "interval_index"], how="left")
-        .with_columns(
+        out.with_columns(
             elapsed.alias("elapsed_s"),
-            pl.coalesce(timer, elapsed).alias("timer_s"),
+            pl.coalesce(timer_expr, elapsed).alias("timer_s"),
             distance.alias("distance_m"),
         )
         .with_columns(
@@ -395,14 +560,85 @@ def interval_metrics(
             pl.when(pl.col("avg_speed_mps") > 0)
             .then(1000.0 / pl.col("avg_speed_mps"))
             .alias("avg_pace_s_per_km"),
-            pl.col("start_interpolated").fill_null(True),
-            pl.col("end_interpolated").fill_null(True),
-            pl.col("start_out_of_range").fill_null(True),
-            pl.col("end_out_of_range").fill_null(True),
-            pl.col("n_samples").fill_null(0),
-            pl.col("gap_count").fill_null(0),
-            pl.col("pause_count").fill_null(0),
         )
         .select(INTERVAL_COLUMNS + (["time_in_target_s"] if has_targets else []))
         .sort("session_id", "kind", "interval_index")
     )
+
+
+def _time_in_target(
+    located,
+    y,
+    dt,
+    paused,
+    has_rows,
+    inner,
+    many,
+    full_s,
+    full_e,
+    dt_start,
+    paused_start,
+    start_next,
+    at_a,
+    dt_end,
+    paused_end,
+    end_values,
+    end_from,
+):
+    """Time inside [target_low, target_high] of speed (the held device speed, else distance /
+    time over the segment) or heart rate, pauses excluded."""
+    kind = located["target_type"].to_numpy()
+    is_speed = kind == "speed"
+    is_hr = kind == "heart_rate"
+    low = located["target_low"].cast(pl.Float64).to_numpy()
+    high = located["target_high"].cast(pl.Float64).to_numpy()
+
+    def piece(dt_piece, paused_piece, held_speed, ddist, held_hr):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            derived = np.where(dt_piece > 0, ddist / dt_piece, np.nan)
+        speed = np.where(np.isnan(held_speed), derived, held_speed)
+        value = np.where(is_speed, speed, np.where(is_hr, held_hr, np.nan))
+        inside = (value >= low) & (value <= high)
+        contribution = np.where(inside, dt_piece - paused_piece, 0.0)
+        return np.where(np.isnan(contribution), 0.0, contribution)
+
+    total = piece(
+        dt_start,
+        paused_start,
+        at_a["speed_mps"],
+        start_next["distance_m"] - at_a["distance_m"],
+        at_a["hr_bpm"],
+    ) + np.where(
+        inner,
+        piece(
+            dt_end,
+            paused_end,
+            end_from["speed_mps"],
+            end_values["distance_m"] - end_from["distance_m"],
+            end_from["hr_bpm"],
+        ),
+        0.0,
+    )
+    # Whole segments: one row per (interval, sample) pair of the targeted intervals only.
+    targeted = np.flatnonzero(many & (is_speed | is_hr))
+    lengths = (full_e - full_s)[targeted]
+    if lengths.sum() > 0:
+        owner = np.repeat(targeted, lengths)
+        offsets = np.cumsum(lengths) - lengths
+        idx = (
+            np.arange(lengths.sum())
+            - np.repeat(offsets, lengths)
+            + np.repeat(full_s[targeted], lengths)
+        )
+        seg_dt = dt[idx]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ddist = y["distance_m"][idx + 1] - y["distance_m"][idx]
+            derived = np.where(seg_dt > 0, ddist / seg_dt, np.nan)
+        held_speed = y["speed_mps"][idx]
+        speed = np.where(np.isnan(held_speed), derived, held_speed)
+        value = np.where(is_speed[owner], speed, y["hr_bpm"][idx])
+        inside = (value >= low[owner]) & (value <= high[owner])
+        contribution = np.where(inside, seg_dt - paused[idx], 0.0)
+        contribution[np.isnan(contribution)] = 0.0
+        total = total + np.bincount(owner, weights=contribution, minlength=len(total))
+    return np.where(has_rows, total, np.nan)
