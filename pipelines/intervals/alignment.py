@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from pipelines.intervals import arrays as A
-from pipelines.intervals.grouped import KEY, bfill, cumsum, ffill, int_key, prev
+from pipelines.intervals.grouped import KEY, bfill, ffill, int_key
 
 CUMULATIVE = ("distance_m", "timer_s", "elevation_m")
 HELD = ("hr_bpm", "speed_mps", "cadence", "power_w")
@@ -83,37 +83,70 @@ def _ensure_columns(samples: pl.LazyFrame) -> pl.LazyFrame:
 def clean_samples(samples: pl.LazyFrame) -> pl.LazyFrame:
     """Sorted, de-duplicated samples with distance resets undone and indoor distance filled.
 
-    - out-of-order samples are sorted; several samples at one instant keep the last one;
+    - out-of-order samples are sorted by (session, time); several samples at one instant keep
+      the last one delivered. Input that is already in that order (each session one run of
+      rows, time strictly increasing: checked in one pass) is not sorted again;
     - a cumulative distance that drops (device reset, new FIT section) is re-based so it keeps
       rising;
     - a session with no distance at all but speed gets distance by integrating the held speed.
     """
-    ordered = (
-        _ensure_columns(samples)
-        .filter(pl.col("t_s").is_not_null())
-        .with_columns(int_key("session_id").alias(KEY))
-        .sort(KEY, "t_s", maintain_order=True)
-    )
-    # Several samples at one instant: keep the last one delivered.
-    duplicate = (pl.col(KEY) == pl.col(KEY).shift(-1)) & (pl.col("t_s") == pl.col("t_s").shift(-1))
-    ordered = ordered.filter(~duplicate.fill_null(False))
-    previous = prev(ffill(pl.col("distance_m")))
+    ensured = _ensure_columns(samples).filter(pl.col("t_s").is_not_null())
+    return ensured.map_batches(_clean, schema=ensured.collect_schema())
+
+
+def _clean(df: pl.DataFrame) -> pl.DataFrame:
+    """:func:`clean_samples` on a collected frame (numpy on whole columns)."""
+    t = df["t_s"].to_numpy()
+    starts, ordered = A.runs(df["session_id"], t)
+    if not ordered:
+        df = df.sort("session_id", "t_s", maintain_order=True)
+        # Several samples at one instant: keep the last one delivered.
+        same = (pl.col("session_id").eq_missing(pl.col("session_id").shift(-1))) & (
+            pl.col("t_s") == pl.col("t_s").shift(-1)
+        )
+        df = df.filter(~same.fill_null(False))
+        t = df["t_s"].to_numpy()
+        starts, _ = A.runs(df["session_id"], t)
+    n = len(t)
+    if n == 0:
+        return df
+    d = df["distance_m"].to_numpy()
+    run = np.zeros(n, np.int64)
+    run[starts[1:]] = 1
+    run = np.cumsum(run)
+    first = starts[run]  # each row's session's first row
+    valid = ~np.isnan(d)
+    # The last valid distance before each row, within its session.
+    last_valid = np.where(valid, np.arange(n), -1)
+    np.maximum.accumulate(last_valid, out=last_valid)
+    before = np.full(n, -1)
+    before[1:] = last_valid[:-1]
+    has_before = before >= first
+    previous = np.where(has_before, d[np.maximum(before, 0)], np.nan)
     # After a reset the odometer counts from zero again: continue from the last reading.
-    reset = (pl.col("distance_m") - previous) < -RESET_TOLERANCE_M
-    rebased = pl.col("distance_m") + cumsum(pl.when(reset).then(previous).otherwise(0.0))
-    integrated = cumsum(
-        prev(pl.col("speed_mps")).fill_null(0.0) * (pl.col("t_s") - prev(pl.col("t_s")))
-    )
-    has_distance = pl.col("distance_m").is_not_null().any().over(KEY)
-    has_speed = pl.col("speed_mps").is_not_null().any().over(KEY)
-    return ordered.with_columns(
-        pl.when(has_distance)
-        .then(rebased)
-        .when(has_speed)
-        .then(integrated)
-        .otherwise(None)
-        .alias("distance_m"),
-    ).drop(KEY)
+    with np.errstate(invalid="ignore"):
+        reset = (d - previous) < -RESET_TOLERANCE_M
+    has_distance = np.add.reduceat(valid, starts) > 0
+    has_speed = np.add.reduceat(~np.isnan(df["speed_mps"].to_numpy()), starts) > 0
+    if not reset.any() and has_distance.all():
+        return df  # nothing to re-base or fill: the distance column as it came
+    rebased = d + _session_cumsum(np.where(reset, previous, 0.0), starts, run)
+    distance = np.where(has_distance[run], rebased, np.nan)
+    indoor = ~has_distance & has_speed
+    if indoor.any():
+        speed = df["speed_mps"].to_numpy()
+        step = np.zeros(n)
+        step[1:] = speed[:-1] * (t[1:] - t[:-1])
+        step[starts] = 0.0  # no previous sample in the session
+        step[np.isnan(step)] = 0.0
+        distance = np.where(indoor[run], _session_cumsum(step, starts, run), distance)
+    return df.with_columns(pl.Series("distance_m", distance, nan_to_null=True))
+
+
+def _session_cumsum(values: np.ndarray, starts: np.ndarray, run: np.ndarray) -> np.ndarray:
+    """Cumulative sum restarting at each session (as ``grouped.cumsum``)."""
+    total = np.cumsum(values)
+    return total - (total[starts] - values[starts])[run]
 
 
 def _with_valid_neighbours(samples: pl.LazyFrame, key: str = KEY) -> pl.LazyFrame:
