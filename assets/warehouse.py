@@ -32,6 +32,8 @@ def warehouse_tables(lake: WearhouseLake, duckdb: DuckDBResource):
             metadata={
                 "rows": result.rows[model],
                 "full_rebuild": result.full,
+                "seconds": result.seconds.get(model, 0.0),
+                "gold_seconds": result.seconds.get(f"gold:{model}", 0.0),
                 "gold_parquet": dg.MetadataValue.path(str(lake.layout.gold_dir(model))),
             },
         )

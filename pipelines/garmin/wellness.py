@@ -7,6 +7,7 @@ that is longest, then final, then received last wins; older versions stay in bro
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -158,18 +159,12 @@ def with_days(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
 
 
 def summary_keys(frames: Iterable[pl.DataFrame]) -> list[str]:
-    """``user|type|summary_id`` of each summary (the warehouse deletes series by it)."""
+    """Each summary as a JSON ``[user_id, summary_type, summary_id or ""]`` (the warehouse
+    deletes the series of these summaries)."""
     keys = pl.concat(
-        [
-            f.select(
-                pl.concat_str(
-                    "user_id", "summary_type", pl.col("summary_id").fill_null(""), separator="|"
-                ).alias("key")
-            )
-            for f in frames
-        ]
-    )
-    return keys.get_column("key").unique().to_list()
+        [f.select("user_id", "summary_type", pl.col("summary_id").fill_null("")) for f in frames]
+    ).unique()
+    return [json.dumps(row) for row in keys.rows()]
 
 
 def refresh_silver_wellness(

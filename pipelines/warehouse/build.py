@@ -18,12 +18,14 @@ warehouse and gold have both taken them, and applying them twice gives the same 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
+import time
 import uuid
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
@@ -91,8 +93,8 @@ INCREMENTAL = {
     "epochs": Refresh("wellness", _WELLNESS_DAY),
     "wellness_timeseries": Refresh(
         "wellness",
-        "concat_ws('|', user_id, summary_type, coalesce(summary_id, '')) "
-        "IN (SELECT key FROM _changed_summary)",
+        "(user_id, summary_type, coalesce(summary_id, '')) "
+        "IN (SELECT user_id, summary_type, summary_id FROM _changed_summary)",
     ),
     "plan_matches": Refresh("plans", _PLANNED),
     "plan_interval_matches": Refresh("plans", _PLANNED),
@@ -214,6 +216,7 @@ class WarehouseRefresh:
     full: bool
     rows: dict[str, int]
     gold_days_rewritten: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # per model (incremental runs)
 
 
 def refresh_warehouse(target: Path, layout: LakeLayout) -> WarehouseRefresh:
@@ -237,20 +240,28 @@ def _apply_changes(target: Path, layout: LakeLayout, pending: dict[str, Changes]
     }
     params = silver_parameters(layout, days)
     gold_days: dict[str, set[str]] = {}
+    seconds: dict[str, float] = {}
     with _connect(target) as con:
         con.execute("BEGIN TRANSACTION")
         try:
-            for kind, stage in (
-                ("session", "activities"),
-                ("summary", "wellness"),
-                ("planned", "plans"),
-            ):
+            for kind, stage in (("session", "activities"), ("planned", "plans")):
                 keys = sorted(pending[stage].get(kind))
                 con.execute(
                     f"CREATE OR REPLACE TEMP TABLE _changed_{kind} AS "
                     "SELECT CAST(unnest($keys) AS VARCHAR) AS key",
                     {"keys": keys},
                 )
+            summaries = [json.loads(k) for k in sorted(pending["wellness"].get("summary"))]
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _changed_summary AS SELECT "
+                "CAST(unnest($u) AS VARCHAR) AS user_id, CAST(unnest($t) AS VARCHAR) AS "
+                "summary_type, CAST(unnest($i) AS VARCHAR) AS summary_id",
+                {
+                    "u": [k[0] for k in summaries],
+                    "t": [k[1] for k in summaries],
+                    "i": [k[2] for k in summaries],
+                },
+            )
             con.execute(
                 "CREATE OR REPLACE TEMP TABLE _changed_day AS SELECT CAST(unnest($days) AS DATE) "
                 "AS day",
@@ -260,6 +271,7 @@ def _apply_changes(target: Path, layout: LakeLayout, pending: dict[str, Changes]
                 m for m in MODELS if m not in PLANNED or pending["plans"].get("planned_changed")
             ]
             for model in models:
+                started = time.perf_counter()
                 refresh = INCREMENTAL.get(model)
                 stale = refresh.stale if refresh else "true"
                 gold_days[model] = _gold_days(con, model, stale) if refresh else set()
@@ -270,6 +282,7 @@ def _apply_changes(target: Path, layout: LakeLayout, pending: dict[str, Changes]
                 )
                 if refresh:
                     gold_days[model] |= _gold_days(con, model, stale)
+                seconds[model] = time.perf_counter() - started
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -277,11 +290,13 @@ def _apply_changes(target: Path, layout: LakeLayout, pending: dict[str, Changes]
         rows = {model: table_rows(con, model) for model in MODELS}
         rewritten = 0
         for model in models:
+            started = time.perf_counter()
             if model in INCREMENTAL and model in GOLD_DAY_COLUMN:
                 rewritten += export_gold_days(con, layout, model, gold_days[model])
             else:
                 export_gold(con, layout, model)
-    return WarehouseRefresh(False, rows, rewritten)
+            seconds[f"gold:{model}"] = time.perf_counter() - started
+    return WarehouseRefresh(False, rows, rewritten, {k: round(v, 3) for k, v in seconds.items()})
 
 
 def table_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
@@ -328,8 +343,24 @@ def gold_file(layout: LakeLayout, table: str, day: str) -> Path:
 
 
 def _gold_frame(con: duckdb.DuckDBPyConnection, table: str, days: list[str] | None):
-    where = "" if days is None else f"WHERE {_gold_day_expr(table)} IN (SELECT unnest($days))"
-    params = {} if days is None else {"days": days}
+    """Rows of ``days`` (all when None) with their gold day. Days select by range on the raw
+    column: formatting every row's date to compare would scan the whole table slowly."""
+    column = f'"{GOLD_DAY_COLUMN[table]}"'
+    where, params = "", {}
+    if days is not None:
+        ranges = []
+        for n, day in enumerate(days):
+            if day == UNKNOWN:
+                ranges.append(f"{column} IS NULL")
+                continue
+            ranges.append(
+                f"({column} >= CAST($lo{n} AS TIMESTAMPTZ) AND {column} < CAST($hi{n} AS "
+                "TIMESTAMPTZ))"
+            )
+            start = date.fromisoformat(day)
+            params[f"lo{n}"] = f"{start} 00:00:00+00"
+            params[f"hi{n}"] = f"{start + timedelta(days=1)} 00:00:00+00"
+        where = "WHERE " + " OR ".join(ranges)
     sql = f'SELECT *, {_gold_day_expr(table)} AS _gold_day FROM "{table}" {where}'
     frame = pl.from_arrow(con.sql(sql, params=params).to_arrow_table())
     sort_by = [c for c in ("user_id", GOLD_DAY_COLUMN[table]) if c in frame.columns]
