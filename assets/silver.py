@@ -60,8 +60,15 @@ def silver_wellness(lake: WearhouseLake) -> dg.MaterializeResult:
     report = refresh_silver_wellness(layout)
     tables = [t for t in (*BRONZE_TABLES, *FIT_TABLES) if t != "garmin_deregistrations"]
     seen_path = index_path(layout, "users_seen")
-    seen = refresh_seen(
-        pl.read_parquet(seen_path) if seen_path.exists() else None,
+    parts_path = index_path(layout, "users_seen_parts")
+    counted = (
+        set(pl.read_parquet(parts_path).get_column("source_sha256"))
+        if parts_path.exists()
+        else set()
+    )
+    seen, counted = refresh_seen(
+        pl.read_parquet(seen_path) if seen_path.exists() and parts_path.exists() else None,
+        counted,
         bronze_part_hashes(layout, tables),
         lambda table, parts: bronze(layout, table, parts),
         tables,
@@ -70,6 +77,7 @@ def silver_wellness(lake: WearhouseLake) -> dg.MaterializeResult:
     users = users_table(seen_deliveries(seen), changes, read_audit(layout).lazy()).collect()
     write_parquet_atomic(users, layout.silver_path("users"))
     write_parquet_atomic(seen, seen_path)
+    write_parquet_atomic(pl.DataFrame({"source_sha256": sorted(counted)}), parts_path)
     return dg.MaterializeResult(
         metadata={
             "full_rebuild": report.full,

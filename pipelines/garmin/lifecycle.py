@@ -81,41 +81,45 @@ SEEN_SCHEMA: dict[str, pl.DataType] = {
     "user_id": pl.String(),
     "first_received_at": pl.Datetime("us", "UTC"),
     "last_received_at": pl.Datetime("us", "UTC"),
-    "source_sha256": pl.String(),  # a part already counted (one row per part and user)
 }
 
 
 def refresh_seen(
     previous: pl.DataFrame | None,
+    counted: set[str],
     present: set[str],
     read: Callable[[str, set[str]], pl.LazyFrame],
     tables: Iterable[str],
-) -> pl.DataFrame:
-    """First and last delivery per user and bronze part, reading only parts not counted yet.
+) -> tuple[pl.DataFrame, set[str]]:
+    """First and last delivery per user, reading only bronze parts not counted yet.
 
-    ``previous`` is dropped when a part it counted is gone (an erasure rewrote bronze)."""
-    keep = previous is not None and set(previous.get_column("source_sha256")) <= present
-    new = present - set(previous.get_column("source_sha256")) if keep else present
-    frames = [previous.lazy()] if keep else []
-    if new:
-        frames += [
-            read(table, new)
-            .group_by("user_id", "source_sha256")
-            .agg(
-                pl.col("received_at").min().alias("first_received_at"),
-                pl.col("received_at").max().alias("last_received_at"),
-            )
-            for table in tables
-        ]
+    Returns the new summary and the parts it counts. ``previous`` is dropped when a part it
+    counted is gone (an erasure rewrote bronze)."""
+    keep = previous is not None and counted <= present
+    new = present - counted if keep else present
+    frames = [previous.lazy()] if keep and previous is not None else []
+    frames += [
+        read(table, new).select(
+            "user_id",
+            pl.col("received_at").alias("first_received_at"),
+            pl.col("received_at").alias("last_received_at"),
+        )
+        for table in (tables if new else ())
+    ]
     if not frames:
-        return pl.DataFrame(schema=SEEN_SCHEMA)
-    return pl.concat(
-        [f.select([pl.col(c).cast(t) for c, t in SEEN_SCHEMA.items()]) for f in frames]
-    ).collect()
+        return pl.DataFrame(schema=SEEN_SCHEMA), set()
+    seen = (
+        pl.concat([f.select([pl.col(c).cast(t) for c, t in SEEN_SCHEMA.items()]) for f in frames])
+        .group_by("user_id")
+        .agg(pl.col("first_received_at").min(), pl.col("last_received_at").max())
+        .sort("user_id")
+        .collect()
+    )
+    return seen, (counted | new) if keep else set(present)
 
 
 def seen_deliveries(seen: pl.DataFrame) -> pl.LazyFrame:
-    """(user_id, received_at) rows for users_table from the per-part summary."""
+    """(user_id, received_at) rows for users_table from the per-user summary."""
     return pl.concat(
         [
             seen.lazy().select("user_id", pl.col(column).alias("received_at"))
