@@ -90,12 +90,14 @@ def clean_samples(samples: pl.LazyFrame) -> pl.LazyFrame:
       rising;
     - a session with no distance at all but speed gets distance by integrating the held speed.
     """
-    ensured = _ensure_columns(samples).filter(pl.col("t_s").is_not_null())
+    ensured = _ensure_columns(samples)
     return ensured.map_batches(_clean, schema=ensured.collect_schema())
 
 
 def _clean(df: pl.DataFrame) -> pl.DataFrame:
     """:func:`clean_samples` on a collected frame (numpy on whole columns)."""
+    if df["t_s"].null_count():
+        df = df.filter(pl.col("t_s").is_not_null())  # a copy only when there is one to drop
     t = df["t_s"].to_numpy()
     starts, ordered = A.runs(df["session_id"], t)
     if not ordered:
@@ -212,6 +214,56 @@ def speed_ramp_fraction(
     return pl.when(explains).then(covered / secant).otherwise(f)
 
 
+def speed_ramp_fraction_np(
+    f: np.ndarray,
+    v0: np.ndarray,
+    v1: np.ndarray,
+    secant: np.ndarray,
+    width_share: float = RAMP_WIDTH_SHARE,
+) -> np.ndarray:
+    """:func:`speed_ramp_fraction` on numpy arrays (NaN = null): the same operations in the
+    same order, so the same floats (tests/test_intervals.py checks it)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tau = (secant - v1) / (v0 - v1)
+        explains = (v0 != v1) & (secant > 0) & (tau >= 0.0) & (tau <= 1.0)
+        out = f.copy()
+        if not explains.any():
+            return out
+        f, v0, v1, secant, tau = (x[explains] for x in (f, v0, v1, secant, tau))
+        width = width_share * 2 * np.minimum(tau, 1 - tau)
+        ramp_start = tau - width / 2
+        into_ramp = np.minimum(np.maximum(f - ramp_start, 0.0), width)
+        ramp = np.where(width > 0, (v1 - v0) * into_ramp * into_ramp / (2 * width), 0.0)
+        covered = (
+            v0 * np.minimum(f, ramp_start)
+            + v0 * into_ramp
+            + ramp
+            + v1 * np.maximum(f - ramp_start - width, 0.0)
+        )
+        out[explains] = covered / secant
+    return out
+
+
+def interpolated_values_np(x: np.ndarray, frame: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """:func:`interpolated_values` on numpy arrays (NaN = null), same operations."""
+    values = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for c in CUMULATIVE:
+            lo_t, lo, hi_t, hi = (frame[f"{c}__{k}"] for k in ("lo_t", "lo", "hi_t", "hi"))
+            fraction = (x - lo_t) / (hi_t - lo_t)
+            if c == "distance_m":
+                fraction = speed_ramp_fraction_np(
+                    fraction,
+                    frame["distance_m__lo_v"],
+                    frame["distance_m__hi_v"],
+                    (hi - lo) / (hi_t - lo_t),
+                )
+            inside = lo + (hi - lo) * fraction
+            edge = np.isnan(hi) | (hi_t == lo_t)
+            values[c] = np.where(np.isnan(lo), hi, np.where(edge, lo, inside))
+    return values
+
+
 def interpolate_at(samples: pl.LazyFrame, instants: pl.LazyFrame) -> pl.LazyFrame:
     """Values of the sample stream at arbitrary instants (``session_id, t_s``; extra columns
     ride along). Adds the CUMULATIVE and HELD columns plus ``interpolated`` (no sample exactly
@@ -318,11 +370,7 @@ def interval_metrics(
         pl.col("end_s").cast(pl.Float64),
         *([pl.col(c) for c in TARGET_COLUMNS] if has_targets else []),
     )
-    rows = (
-        _ensure_columns(samples)
-        .select(SAMPLE_COLUMNS)
-        .filter(pl.col("t_s").is_not_null() & pl.col("session_id").is_not_null())
-    )
+    rows = _ensure_columns(samples).select(SAMPLE_COLUMNS)
     span_schema = spans.collect_schema()
     schema = {c: pl.Float64 for c in INTERVAL_COLUMNS} | {
         "session_id": span_schema["session_id"],
@@ -346,7 +394,7 @@ def interval_metrics(
     return pl.defer(run, schema=schema)
 
 
-def _at_points(t, y, x, lo, hi):
+def _at_points(t, y, nulls, x, lo, hi):
     """Interpolated CUMULATIVE values, held HELD values and flags at instants ``x`` (one per
     query, each within its session's rows [lo, hi)): what :func:`interpolate_at` gives,
     from the same expressions (:func:`interpolated_values`)."""
@@ -358,13 +406,10 @@ def _at_points(t, y, x, lo, hi):
     p_ok = (p >= lo) & known
     prev_t = A.gather(t, p, p_ok)
     next_t = A.gather(t, i, q_ok)
-    frame = {"t_s": x}
-
-    def missing(values):
-        return None if not np.isnan(values).any() else ~np.isnan(values)
+    frame = {}
 
     for c in CUMULATIVE:
-        valid = missing(y[c])
+        valid = ~np.isnan(y[c]) if nulls[c] else None
         lo_i, lo_ok = A.valid_before(valid, p, p_ok, lo)
         hi_i, hi_ok = A.valid_after(valid, i, q_ok, hi)
         frame[f"{c}__lo_t"] = A.gather(t, lo_i, lo_ok)
@@ -373,18 +418,14 @@ def _at_points(t, y, x, lo, hi):
         frame[f"{c}__hi"] = A.gather(y[c], hi_i, hi_ok)
     # Device speed where distance is valid: the slopes for the speed ramp.
     speed = y["speed_mps"]
-    both = ~(np.isnan(y["distance_m"]) | np.isnan(speed))
-    valid = None if both.all() else both
+    valid = None
+    if nulls["distance_m"] or nulls["speed_mps"]:
+        valid = ~(np.isnan(y["distance_m"]) | np.isnan(speed))
     lo_i, lo_ok = A.valid_before(valid, p, p_ok, lo)
     hi_i, hi_ok = A.valid_after(valid, i, q_ok, hi)
     frame["distance_m__lo_v"] = A.clip0(A.gather(speed, lo_i, lo_ok))
     frame["distance_m__hi_v"] = A.clip0(A.gather(speed, hi_i, hi_ok))
-    values = (
-        pl.DataFrame({k: pl.Series(k, v, nan_to_null=True) for k, v in frame.items()})
-        .select(interpolated_values())
-        .to_dict()
-    )
-    at = {c: values[c].to_numpy().astype(np.float64) for c in CUMULATIVE}
+    at = interpolated_values_np(x, frame)
     at |= {c: A.gather(y[c], p, p_ok) for c in HELD}
     at |= {
         "i": i,
@@ -401,6 +442,8 @@ def _measure(
     samples: pl.DataFrame, spans: pl.DataFrame, gap_threshold_s: float, has_targets: bool
 ) -> pl.DataFrame:
     """:func:`interval_metrics` on collected frames (``samples`` with SAMPLE_COLUMNS)."""
+    if samples["t_s"].null_count() or samples["session_id"].null_count():
+        samples = samples.filter(pl.col("t_s").is_not_null() & pl.col("session_id").is_not_null())
     t = samples["t_s"].to_numpy()
     starts, ordered = A.runs(samples["session_id"], t)
     if not ordered:
@@ -409,6 +452,7 @@ def _measure(
         starts, _ = A.runs(samples["session_id"], t)
     n = len(t)
     y = {c: samples[c].to_numpy() for c in (*CUMULATIVE, *HELD)}
+    nulls = {c: samples[c].null_count() for c in y}
     run_table = pl.DataFrame(
         {
             "_sid": samples["session_id"].gather(starts).cast(pl.String),
@@ -425,7 +469,7 @@ def _measure(
     b = located["end_s"].to_numpy()
     m = len(a)
     both = _at_points(
-        t, y, np.concatenate([a, b]), np.concatenate([lo, lo]), np.concatenate([hi, hi])
+        t, y, nulls, np.concatenate([a, b]), np.concatenate([lo, lo]), np.concatenate([hi, hi])
     )
     at_a = {k: v[:m] for k, v in both.items()}
     at_b = {k: v[m:] for k, v in both.items()}
@@ -460,24 +504,28 @@ def _measure(
         return np.where(np.isnan(x), 0.0, x)
 
     stats: dict[str, np.ndarray] = {}
+    none = np.full(m, np.nan)
     dt = A.next_minus(t)
     if len(starts) > 1:
-        dt[starts[1:] - 1] = np.nan  # no segment across sessions
-    full_dt = A.range_sum(nan0(dt), full_s, full_e)
+        dt[starts[1:] - 1] = np.nan  # no segment across sessions (never inside a full range)
+    full_dt = A.range_sum(dt, full_s, full_e)
 
     # Time-weighted averages of held values; maxima over the held values in the interval.
     for c, name in (("hr_bpm", "avg_hr"), ("cadence", "avg_cadence"), ("power_w", "avg_power_w")):
+        if nulls[c] == n:
+            stats[name] = none
+            continue
         v = y[c]
-        present = ~np.isnan(v)
         product = v * dt
-        product[~present] = 0.0
-        num = A.range_sum(nan0(product), full_s, full_e)
+        if nulls[c]:
+            missing = np.isnan(v)
+            product[missing] = 0.0
+            den = A.range_sum(np.where(missing, 0.0, dt), full_s, full_e)
+            del missing
+        else:
+            den = full_dt
+        num = A.range_sum(product, full_s, full_e)
         del product
-        den = (
-            full_dt
-            if present.all()
-            else A.range_sum(np.where(present, nan0(dt), 0.0), full_s, full_e)
-        )
         held = at_a[c]
         last = end_from[c]
         num = num + nan0(held * dt_start) + np.where(inner, nan0(last * dt_end), 0.0)
@@ -489,17 +537,26 @@ def _measure(
         stats[name] = np.where(has_rows & (den > 0), num / np.where(den > 0, den, 1.0), np.nan)
     first_held = np.where(at_a["p_ok"], at_a["p"], ia)
     for c, name in (("hr_bpm", "max_hr"), ("power_w", "max_power_w")):
-        stats[name] = np.where(has_rows, A.range_max(y[c], first_held, ib), np.nan)
+        stats[name] = (
+            none if nulls[c] == n else np.where(has_rows, A.range_max(y[c], first_held, ib), np.nan)
+        )
 
-    # Elevation: positive and negative steps between consecutive rows.
-    step = A.next_minus(y["elevation_m"])
+    # Elevation: positive and negative steps between consecutive rows (a missing value on either
+    # side: no step).
     e_start = start_next["elevation_m"] - at_a["elevation_m"]
     e_end = np.where(inner, end_values["elevation_m"] - end_from["elevation_m"], np.nan)
-    for sign, name in ((1.0, "elevation_gain_m"), (-1.0, "elevation_loss_m")):
-        full = A.range_sum(np.fmax(sign * step, 0.0), full_s, full_e)
-        total = full + np.fmax(sign * e_start, 0.0) + np.fmax(sign * e_end, 0.0)
-        stats[name] = np.where(has_rows, total, np.nan)
-    del step
+    if nulls["elevation_m"] == n:
+        full_gain = full_loss = np.zeros(m)
+    else:
+        step = A.next_minus(y["elevation_m"])
+        full_gain = A.range_sum(np.fmax(step, 0.0), full_s, full_e)
+        np.negative(step, out=step)
+        full_loss = A.range_sum(np.fmax(step, 0.0), full_s, full_e)
+        del step
+    gain = full_gain + np.fmax(e_start, 0.0) + np.fmax(e_end, 0.0)
+    loss = full_loss + np.fmax(-e_start, 0.0) + np.fmax(-e_end, 0.0)
+    stats["elevation_gain_m"] = np.where(has_rows, gain, np.nan)
+    stats["elevation_loss_m"] = np.where(has_rows, loss, np.nan)
 
     # Gaps: the bracket around the start boundary and each sample's gap to the next sample.
     gap_max = A.range_max(dt, ia, ib)
@@ -509,30 +566,32 @@ def _measure(
     stats["n_samples"] = np.where(has_rows, ib - ia, 0)
 
     # Pauses: time the timer stood still; a pause is a run of segments where it (mostly) did.
-    timer = y["timer_s"]
-    paused = A.clip0(dt - A.next_minus(timer))
+    paused = A.next_minus(y["timer_s"])
+    np.subtract(dt, paused, out=paused)
+    paused = A.clip0(paused)
     paused_start = A.clip0(dt_start - (start_next["timer_s"] - at_a["timer_s"]))
     paused_end = A.clip0(dt_end - (end_values["timer_s"] - end_from["timer_s"]))
-    full_paused = A.range_sum(nan0(paused), full_s, full_e)
+    full_paused = A.range_sum(
+        nan0(paused) if nulls["timer_s"] else paused, full_s, full_e
+    )  # NaN only at session ends otherwise, never inside a full range
     stats["paused_s"] = np.where(
         has_rows, full_paused + nan0(paused_start) + np.where(inner, nan0(paused_end), 0.0), np.nan
     )
-    p_true, p_false = A.pause_flags(nan0(dt), paused)
+    p_true, p_false = A.pause_flags(dt, paused)
     run_start = np.zeros(n, bool)
-    run_start[1:] = p_true[1:] & p_false[:-1]
+    np.logical_and(p_true[1:], p_false[:-1], out=run_start[1:])
     a_true, a_false = A.pause_flags(dt_start, paused_start)
     q_true, _ = A.pause_flags(dt_end, paused_end)
     one = n_inner == 1
     many = n_inner >= 2
-    first_true = A.gather(p_true.astype(float), i0, many) == 1.0
-    before_last_false = A.gather(p_false.astype(float), ib - 2, many) == 1.0
+    first_true = many & p_true[np.clip(i0, 0, max(n - 1, 0))] if n else many
+    before_last_false = many & p_false[np.clip(ib - 2, 0, max(n - 1, 0))] if n else many
     middle = A.range_count(run_start, i0 + 1, np.where(many, ib - 1, i0 + 1))
-    pause_count = (
+    stats["pause_count"] = (
         (a_true & has_rows).astype(np.int64)
         + (one & q_true & a_false)
         + np.where(many, (first_true & a_false) + middle + (q_true & before_last_false), 0)
     )
-    stats["pause_count"] = pause_count
     del run_start, p_true, p_false
 
     if has_targets:

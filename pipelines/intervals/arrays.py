@@ -112,7 +112,7 @@ def range_max(x: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
 
 def range_count(flags: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
     """Number of True in flags[s:e] (exact: integer prefix sums)."""
-    c = np.zeros(len(flags) + 1, np.int64)
+    c = np.zeros(len(flags) + 1, np.int32 if len(flags) < 2**31 else np.int64)
     np.cumsum(flags, out=c[1:])
     s = np.clip(s, 0, len(flags))
     e = np.clip(e, s, len(flags))
