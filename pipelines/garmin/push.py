@@ -622,7 +622,8 @@ class _NotPlainEnvelope(Exception):
 # Infinity, lone surrogates, …), which the whole-body parse then decides as before.
 _ENVELOPE = msgspec.json.Decoder(dict[str, list[msgspec.Raw]])
 _FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])  # an item's keys, values undecoded
-# Values left undecoded until parsed (the time-offset maps, exploded into their own tables).
+# Values left undecoded until parsed: the time-offset maps and activity samples, the bulk of
+# a body, each read straight into columns when plain (and decoded as JSON otherwise).
 _BULK_KEYS: dict[str, frozenset[str]] = {
     summary_type: frozenset(key for key, _ in spec.series)
     for summary_type, spec in SPECS.items()
