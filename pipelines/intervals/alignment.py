@@ -113,6 +113,14 @@ def _clean(df: pl.DataFrame) -> pl.DataFrame:
     if n == 0:
         return df
     d = df["distance_m"].to_numpy()
+    if not df["distance_m"].null_count():
+        # Every session has distance: only a drop (reset) changes anything.
+        drop = np.zeros(n, bool)
+        np.less(d[1:] - d[:-1], -RESET_TOLERANCE_M, out=drop[1:])
+        drop[starts] = False
+        if not drop.any():
+            return df
+        del drop
     run = np.zeros(n, np.int64)
     run[starts[1:]] = 1
     run = np.cumsum(run)
@@ -129,7 +137,7 @@ def _clean(df: pl.DataFrame) -> pl.DataFrame:
     with np.errstate(invalid="ignore"):
         reset = (d - previous) < -RESET_TOLERANCE_M
     has_distance = np.add.reduceat(valid, starts) > 0
-    has_speed = np.add.reduceat(~np.isnan(df["speed_mps"].to_numpy()), starts) > 0
+    has_speed = np.add.reduceat(df["speed_mps"].is_not_null().to_numpy(), starts) > 0
     if not reset.any() and has_distance.all():
         return df  # nothing to re-base or fill: the distance column as it came
     rebased = d + _session_cumsum(np.where(reset, previous, 0.0), starts, run)
@@ -394,10 +402,10 @@ def interval_metrics(
     return pl.defer(run, schema=schema)
 
 
-def _at_points(t, y, nulls, x, lo, hi):
+def _at_points(t, cols: A.Columns, x, lo, hi):
     """Interpolated CUMULATIVE values, held HELD values and flags at instants ``x`` (one per
     query, each within its session's rows [lo, hi)): what :func:`interpolate_at` gives,
-    from the same expressions (:func:`interpolated_values`)."""
+    by the same operations (:func:`interpolated_values_np`)."""
     i = A.search_left(t, x, lo, hi)
     known = ~np.isnan(x)
     q_ok = (i < hi) & known
@@ -407,26 +415,27 @@ def _at_points(t, y, nulls, x, lo, hi):
     prev_t = A.gather(t, p, p_ok)
     next_t = A.gather(t, i, q_ok)
     frame = {}
-
     for c in CUMULATIVE:
-        valid = ~np.isnan(y[c]) if nulls[c] else None
+        valid = cols.valid(c)
         lo_i, lo_ok = A.valid_before(valid, p, p_ok, lo)
         hi_i, hi_ok = A.valid_after(valid, i, q_ok, hi)
         frame[f"{c}__lo_t"] = A.gather(t, lo_i, lo_ok)
-        frame[f"{c}__lo"] = A.gather(y[c], lo_i, lo_ok)
+        frame[f"{c}__lo"] = cols.take(c, lo_i, lo_ok)
         frame[f"{c}__hi_t"] = A.gather(t, hi_i, hi_ok)
-        frame[f"{c}__hi"] = A.gather(y[c], hi_i, hi_ok)
+        frame[f"{c}__hi"] = cols.take(c, hi_i, hi_ok)
+        del valid
     # Device speed where distance is valid: the slopes for the speed ramp.
-    speed = y["speed_mps"]
     valid = None
-    if nulls["distance_m"] or nulls["speed_mps"]:
-        valid = ~(np.isnan(y["distance_m"]) | np.isnan(speed))
+    if cols.nulls["distance_m"] or cols.nulls["speed_mps"]:
+        valid = cols.frame["distance_m"].is_not_null() & cols.frame["speed_mps"].is_not_null()
+        valid = valid.to_numpy()
     lo_i, lo_ok = A.valid_before(valid, p, p_ok, lo)
     hi_i, hi_ok = A.valid_after(valid, i, q_ok, hi)
-    frame["distance_m__lo_v"] = A.clip0(A.gather(speed, lo_i, lo_ok))
-    frame["distance_m__hi_v"] = A.clip0(A.gather(speed, hi_i, hi_ok))
+    del valid
+    frame["distance_m__lo_v"] = A.clip0(cols.take("speed_mps", lo_i, lo_ok))
+    frame["distance_m__hi_v"] = A.clip0(cols.take("speed_mps", hi_i, hi_ok))
     at = interpolated_values_np(x, frame)
-    at |= {c: A.gather(y[c], p, p_ok) for c in HELD}
+    at |= {c: cols.take(c, p, p_ok) for c in HELD}
     at |= {
         "i": i,
         "p": p,
@@ -451,8 +460,8 @@ def _measure(
         t = samples["t_s"].to_numpy()
         starts, _ = A.runs(samples["session_id"], t)
     n = len(t)
-    y = {c: samples[c].to_numpy() for c in (*CUMULATIVE, *HELD)}
-    nulls = {c: samples[c].null_count() for c in y}
+    cols = A.Columns(samples, (*CUMULATIVE, *HELD))
+    nulls = cols.nulls
     run_table = pl.DataFrame(
         {
             "_sid": samples["session_id"].gather(starts).cast(pl.String),
@@ -469,7 +478,7 @@ def _measure(
     b = located["end_s"].to_numpy()
     m = len(a)
     both = _at_points(
-        t, y, nulls, np.concatenate([a, b]), np.concatenate([lo, lo]), np.concatenate([hi, hi])
+        t, cols, np.concatenate([a, b]), np.concatenate([lo, lo]), np.concatenate([hi, hi])
     )
     at_a = {k: v[:m] for k, v in both.items()}
     at_b = {k: v[m:] for k, v in both.items()}
@@ -487,18 +496,15 @@ def _measure(
     full_s = i0
     full_e = np.where(n_inner >= 2, ib - 1, i0)
 
-    def at_sample(values, index, ok):
-        return A.gather(values, index, ok)
-
     # Values where the last row's segment ends (at b): the sample there, else interpolated.
     end_values = {
-        c: np.where(at_b["exact"], at_sample(y[c], ib, at_b["exact"]), at_b[c]) for c in CUMULATIVE
+        c: np.where(at_b["exact"], cols.take(c, ib, at_b["exact"]), at_b[c]) for c in CUMULATIVE
     }
-    x1 = np.where(inner, at_sample(t, i0, inner), b)
+    x1 = np.where(inner, A.gather(t, i0, inner), b)
     dt_start = x1 - a
-    start_next = {c: np.where(inner, at_sample(y[c], i0, inner), end_values[c]) for c in CUMULATIVE}
-    dt_end = np.where(inner, b - at_sample(t, k, inner), 0.0)
-    end_from = {c: at_sample(y[c], k, inner) for c in (*CUMULATIVE, *HELD)}
+    start_next = {c: np.where(inner, cols.take(c, i0, inner), end_values[c]) for c in CUMULATIVE}
+    dt_end = np.where(inner, b - A.gather(t, k, inner), 0.0)
+    end_from = {c: cols.take(c, k, inner) for c in (*CUMULATIVE, *HELD)}
 
     def nan0(x):
         return np.where(np.isnan(x), 0.0, x)
@@ -511,11 +517,17 @@ def _measure(
     full_dt = A.range_sum(dt, full_s, full_e)
 
     # Time-weighted averages of held values; maxima over the held values in the interval.
+    first_held = np.where(at_a["p_ok"], at_a["p"], ia)
+    maxima = {"hr_bpm": "max_hr", "power_w": "max_power_w"}
     for c, name in (("hr_bpm", "avg_hr"), ("cadence", "avg_cadence"), ("power_w", "avg_power_w")):
         if nulls[c] == n:
             stats[name] = none
+            if c in maxima:
+                stats[maxima[c]] = none
             continue
-        v = y[c]
+        v = cols.array(c)
+        if c in maxima:
+            stats[maxima[c]] = np.where(has_rows, A.range_max(v, first_held, ib), np.nan)
         product = v * dt
         if nulls[c]:
             missing = np.isnan(v)
@@ -525,7 +537,7 @@ def _measure(
         else:
             den = full_dt
         num = A.range_sum(product, full_s, full_e)
-        del product
+        del product, v
         held = at_a[c]
         last = end_from[c]
         num = num + nan0(held * dt_start) + np.where(inner, nan0(last * dt_end), 0.0)
@@ -535,11 +547,6 @@ def _measure(
             + np.where(inner & ~np.isnan(last), dt_end, 0.0)
         )
         stats[name] = np.where(has_rows & (den > 0), num / np.where(den > 0, den, 1.0), np.nan)
-    first_held = np.where(at_a["p_ok"], at_a["p"], ia)
-    for c, name in (("hr_bpm", "max_hr"), ("power_w", "max_power_w")):
-        stats[name] = (
-            none if nulls[c] == n else np.where(has_rows, A.range_max(y[c], first_held, ib), np.nan)
-        )
 
     # Elevation: positive and negative steps between consecutive rows (a missing value on either
     # side: no step).
@@ -548,7 +555,7 @@ def _measure(
     if nulls["elevation_m"] == n:
         full_gain = full_loss = np.zeros(m)
     else:
-        step = A.next_minus(y["elevation_m"])
+        step = A.next_minus(cols.array("elevation_m"))
         full_gain = A.range_sum(np.fmax(step, 0.0), full_s, full_e)
         np.negative(step, out=step)
         full_loss = A.range_sum(np.fmax(step, 0.0), full_s, full_e)
@@ -566,7 +573,7 @@ def _measure(
     stats["n_samples"] = np.where(has_rows, ib - ia, 0)
 
     # Pauses: time the timer stood still; a pause is a run of segments where it (mostly) did.
-    paused = A.next_minus(y["timer_s"])
+    paused = A.next_minus(cols.array("timer_s"))
     np.subtract(dt, paused, out=paused)
     paused = A.clip0(paused)
     paused_start = A.clip0(dt_start - (start_next["timer_s"] - at_a["timer_s"]))
@@ -597,7 +604,7 @@ def _measure(
     if has_targets:
         stats["time_in_target_s"] = _time_in_target(
             located,
-            y,
+            cols,
             dt,
             paused,
             has_rows,
@@ -660,7 +667,7 @@ def _measure(
 
 def _time_in_target(
     located,
-    y,
+    cols,
     dt,
     paused,
     has_rows,
@@ -724,11 +731,12 @@ def _time_in_target(
         )
         seg_dt = dt[idx]
         with np.errstate(divide="ignore", invalid="ignore"):
-            ddist = y["distance_m"][idx + 1] - y["distance_m"][idx]
+            ok = np.ones(len(idx), bool)
+            ddist = cols.take("distance_m", idx + 1, ok) - cols.take("distance_m", idx, ok)
             derived = np.where(seg_dt > 0, ddist / seg_dt, np.nan)
-        held_speed = y["speed_mps"][idx]
+        held_speed = cols.take("speed_mps", idx, ok)
         speed = np.where(np.isnan(held_speed), derived, held_speed)
-        value = np.where(is_speed[owner], speed, y["hr_bpm"][idx])
+        value = np.where(is_speed[owner], speed, cols.take("hr_bpm", idx, ok))
         inside = (value >= low[owner]) & (value <= high[owner])
         contribution = np.where(inside, seg_dt - paused[idx], 0.0)
         contribution[np.isnan(contribution)] = 0.0

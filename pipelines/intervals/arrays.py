@@ -24,8 +24,10 @@ def runs(session_id: pl.Series, t: np.ndarray) -> tuple[np.ndarray, bool]:
     n = len(t)
     if n == 0:
         return np.zeros(0, np.int64), True
-    change = session_id.ne_missing(session_id.shift(1)).to_numpy()
+    change = np.empty(n, bool)
     change[0] = True
+    # slices, not shift: no copy of the string column
+    change[1:] = session_id.slice(1).ne_missing(session_id.slice(0, n - 1)).to_numpy()
     starts = np.flatnonzero(change)
     contiguous = session_id.gather(starts).n_unique() == len(starts)
     increasing = bool(np.all((t[1:] > t[:-1]) | change[1:]))
@@ -141,3 +143,28 @@ def pause_flags(dt: np.ndarray, paused: np.ndarray) -> tuple[np.ndarray, np.ndar
     is_true = (paused > 0.5 * dt) & moving_time
     is_false = ~is_true & ~(np.isnan(paused) & moving_time)
     return is_true, is_false
+
+
+class Columns:
+    """A collected frame's Float64 columns, seen as numpy without holding copies: point
+    lookups gather from the Polars column; a whole column is converted (a copy when the frame
+    is in several chunks) only for its own reductions, then dropped by the caller."""
+
+    def __init__(self, frame: pl.DataFrame, names):
+        self.frame = frame
+        self.n = frame.height
+        self.nulls = {c: frame[c].null_count() for c in names}
+
+    def array(self, name: str) -> np.ndarray:
+        return self.frame[name].to_numpy()
+
+    def valid(self, name: str) -> np.ndarray | None:
+        """Where the column is not null; None when it never is."""
+        return self.frame[name].is_not_null().to_numpy() if self.nulls[name] else None
+
+    def take(self, name: str, index: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        """``column[index]`` where ``ok``, NaN elsewhere (and where the value is null)."""
+        if self.n == 0 or self.nulls[name] == self.n:
+            return np.full(len(index), np.nan)
+        values = self.frame[name].gather(np.clip(index, 0, self.n - 1)).to_numpy()
+        return np.where(ok, values, np.nan)
