@@ -307,3 +307,14 @@ def test_truncated_body_is_refused_whole():
     raw = json.dumps({"dailies": [items[0][1]]}, separators=(",", ":")).encode()
     with pytest.raises(PayloadError, match="malformed JSON"):
         parse_push(raw[: len(raw) // 2])
+
+
+def test_integer_beyond_int64_refuses_the_item_not_the_file():
+    from pipelines.garmin.push import parse_push
+
+    good = {"userId": "u1", "summaryId": "d1", "startTimeInSeconds": 1_700_000_000, "steps": 10}
+    huge = {**good, "summaryId": "d2", "steps": 2**64}
+    parsed = parse_push(json.dumps({"dailies": [good, huge]}).encode())
+    assert [r["summary_id"] for r in parsed.rows["garmin_dailies"]] == ["d1"]
+    ((index, reason),) = parsed.refusals
+    assert index == 1 and "steps" in reason and "64-bit" in reason

@@ -28,6 +28,9 @@ def polars_dtype(kind: str) -> pl.DataType:
     return _DTYPES[kind]
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def coerce(item: dict[str, Any], key: str, kind: str) -> Any:
     """Value of ``key`` converted to ``kind``; None when absent or null."""
     value = item.get(key)
@@ -40,12 +43,18 @@ def coerce(item: dict[str, Any], key: str, kind: str) -> Any:
         if isinstance(value, bool):
             return value
     elif kind == "int":
+        number = None
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
+            number = value
+        elif (isinstance(value, float) and value.is_integer()) or (
+            isinstance(value, str) and value.strip().lstrip("-").isdigit()
+        ):
+            number = int(value)
+        # Int64 columns: a larger number is a bad item, not a crash of the whole file.
+        if number is not None and INT64_MIN <= number <= INT64_MAX:
+            return number
+        if number is not None:
+            raise FieldError(f"field {key!r}: {value!r:.40} is out of the 64-bit integer range")
     elif kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     raise FieldError(f"field {key!r}: expected {kind}, got {type(value).__name__} {value!r:.40}")
