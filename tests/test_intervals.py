@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import polars as pl
 import pytest
@@ -234,3 +236,138 @@ def test_speed_change_inside_a_gap_is_placed_where_the_speeds_balance_its_distan
         odd.lazy(), pl.LazyFrame({"session_id": "s", "t_s": START + instants})
     ).collect()
     assert at.sort("t_s")["distance_m"].to_numpy() == pytest.approx(linear, abs=1e-9)
+
+
+def randomized_sessions(seed: int, n_sessions: int = 5) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Smart-recorded sessions with pauses (timer stopped or slowed), gaps, a distance reset,
+    missing values (some columns entirely), duplicated and shuffled samples; laps and steps
+    (two kinds) with boundaries between samples, on samples, outside the samples, back to back
+    or with gaps between them, zero-length and reversed ones, targets; and a session with laps
+    but no samples."""
+    rng = np.random.default_rng(seed)
+    frames, laps = [], []
+    for s in range(n_sessions):
+        sid = f"s{s}-{rng.integers(1000)}"
+        n = int(rng.integers(1, 250))
+        gaps = rng.choice(
+            [1, 2, 3, 5, 9, 15, 40], size=n, p=[0.3, 0.2, 0.15, 0.15, 0.1, 0.05, 0.05]
+        )
+        gaps = gaps + rng.choice([0.0, 0.5, 0.25], size=n) * (rng.random() < 0.5)
+        t = START + s * 1e5 + np.cumsum(gaps)
+        speed = np.clip(3 + rng.normal(0, 1, n), 0, None)
+        timer_step = gaps.copy()
+        pause = rng.random(n) < 0.08
+        timer_step[pause] *= rng.choice([0.0, 0.2, 0.6], size=pause.sum())
+        distance = np.cumsum(speed * timer_step)
+        if rng.random() < 0.3 and n > 10:
+            distance[int(rng.integers(5, n)) :] -= distance[4]  # the odometer restarts
+        df = pl.DataFrame(
+            {
+                "session_id": [sid] * n,
+                "t_s": t,
+                "distance_m": distance,
+                "timer_s": np.cumsum(timer_step),
+                "elevation_m": 100 + np.cumsum(rng.normal(0, 1, n)).round(1),
+                "hr_bpm": 120.0 + rng.integers(0, 60, n),
+                "speed_mps": speed,
+                "cadence": 80.0 + rng.integers(0, 20, n),
+                "power_w": 200.0 + rng.integers(0, 100, n),
+            }
+        )
+        for c in df.columns[2:]:
+            if rng.random() < 0.4:
+                share = rng.choice([0.05, 0.3, 1.0], p=[0.5, 0.4, 0.1])
+                missing = pl.Series(rng.random(n) < share)
+                df = df.with_columns(pl.when(missing).then(None).otherwise(pl.col(c)).alias(c))
+        frames.append(df)
+        for kind in ("lap", "step")[: int(rng.integers(1, 3))]:
+            k = int(rng.integers(1, 8))
+            candidates = [rng.uniform(t[0] - 30, t[-1] + 30, k), rng.choice(t, size=min(k, n))]
+            marks = np.unique(np.round(np.concatenate(candidates), rng.choice([0, 3])))
+            if rng.random() < 0.5:
+                spans = list(pairwise(marks))
+            else:
+                spans = list(zip(marks[0::2], marks[1::2], strict=False))
+            named = [(kind, a, b) for a, b in spans]
+            # zero-length and reversed: kinds of their own (one kind's intervals never overlap)
+            named += [("zero", t[n // 2], t[n // 2]), ("reversed", t[n // 2] + 10, t[n // 2])]
+            for j, (name, a, b) in enumerate(named):
+                speed_target = rng.random() < 0.5
+                laps.append(
+                    {
+                        "session_id": sid,
+                        "kind": f"{name}-{kind}",
+                        "interval_index": j,
+                        "start_s": float(a),
+                        "end_s": float(b),
+                        "target_type": rng.choice(["speed", "heart_rate", "open"]),
+                        "target_low": rng.uniform(2, 3.5)
+                        if speed_target
+                        else rng.uniform(120, 150),
+                        "target_high": rng.uniform(3.5, 5)
+                        if speed_target
+                        else rng.uniform(150, 190),
+                    }
+                )
+    laps.append({**laps[0], "session_id": "no-samples"})
+    samples = pl.concat(frames)
+    duplicates = samples.sample(n=min(20, samples.height), seed=seed)
+    shuffled = pl.concat([samples, duplicates]).sample(fraction=1.0, shuffle=True, seed=seed)
+    return shuffled, pl.DataFrame(laps)
+
+
+def assert_same_frames(new: pl.DataFrame, old: pl.DataFrame) -> None:
+    """Same schema, rows, nulls, flags and counts; floats within 1e-9 (relative or absolute)."""
+    assert new.schema == old.schema
+    assert new.height == old.height
+    for c in new.columns:
+        if new[c].dtype == pl.Float64:
+            assert new[c].is_null().to_list() == old[c].is_null().to_list(), c
+            got, want = new[c].drop_nulls().to_numpy(), old[c].drop_nulls().to_numpy()
+            assert got == pytest.approx(want, rel=1e-9, abs=1e-9), c
+        else:
+            assert new[c].to_list() == old[c].to_list(), c
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_array_method_equals_the_previous_polars_method_on_randomized_sessions(seed):
+    """Every column (values, nulls, flags, counts) as the previous implementation (a lazy
+    Polars query: sorted stream, join_asof, per-interval group_by) computed it."""
+    from benchmarks.interval_speed import previous_implementation
+
+    previous_clean, previous_metrics = previous_implementation()
+    samples, laps = randomized_sessions(seed)
+    for intervals in (laps, laps.drop("target_type", "target_low", "target_high")):
+        new = interval_metrics(clean_samples(samples.lazy()), intervals.lazy()).collect()
+        old = previous_metrics(previous_clean(samples.lazy()), intervals.lazy()).collect()
+        assert_same_frames(new, old)
+        assert new["pause_count"].sum() > 0 or seed % 4  # pauses really occur
+    cleaned = clean_samples(samples.lazy()).collect().sort("session_id", "t_s")
+    old_cleaned = previous_clean(samples.lazy()).collect().sort("session_id", "t_s")
+    assert_same_frames(cleaned, old_cleaned)
+
+
+def test_numpy_speed_ramp_is_the_polars_one_bit_for_bit():
+    from pipelines.intervals.alignment import speed_ramp_fraction, speed_ramp_fraction_np
+
+    rng = np.random.default_rng(1)
+    m = 20_000
+    f = np.where(rng.random(m) < 0.2, rng.choice([0.0, 0.25, 0.5, 1.0], m), rng.random(m))
+    v0 = rng.choice([0.0, 2.0, 3.0], m) + rng.random(m) * (rng.random(m) < 0.7)
+    v1 = rng.choice([0.0, 2.0, 3.0], m) + rng.random(m) * (rng.random(m) < 0.7)
+    secant = np.where(rng.random(m) < 0.3, (v0 + v1) / 2, rng.random(m) * 4)
+    secant[rng.random(m) < 0.05] = 0.0
+    for x in (f, v0, v1, secant):
+        x[rng.random(m) < 0.03] = np.nan
+    got = speed_ramp_fraction_np(f, v0, v1, secant)
+    frame = pl.DataFrame(
+        {
+            k: pl.Series(v, nan_to_null=True)
+            for k, v in {"f": f, "a": v0, "b": v1, "s": secant}.items()
+        }
+    )
+    want = frame.select(
+        speed_ramp_fraction(pl.col("f"), pl.col("a"), pl.col("b"), pl.col("s")).alias("x")
+    )["x"].to_numpy()
+    assert ((got == want) | (np.isnan(got) & np.isnan(want))).all()
+    assert (got != f).sum() > 1000  # the ramp was used, not only the straight line
