@@ -402,28 +402,34 @@ def interval_metrics(
     return pl.defer(run, schema=schema)
 
 
-def _at_points(t, cols: A.Columns, x, lo, hi):
-    """Interpolated CUMULATIVE values, held HELD values and flags at instants ``x`` (one per
-    query, each within its session's rows [lo, hi)): what :func:`interpolate_at` gives,
-    by the same operations (:func:`interpolated_values_np`)."""
+def _locate(t, cols: A.Columns, x, lo, hi) -> tuple[dict, list]:
+    """Where instants ``x`` fall among their sessions' samples (rows [lo, hi) each): the
+    sample at or before (``p``), at or after (``i``), each CUMULATIVE column's valid neighbours,
+    the device speeds for the speed ramp; and the column values to look up for them."""
     i = A.search_left(t, x, lo, hi)
     known = ~np.isnan(x)
     q_ok = (i < hi) & known
     exact = q_ok & (A.gather(t, i, q_ok) == x)
     p = np.where(exact, i, i - 1)
     p_ok = (p >= lo) & known
-    prev_t = A.gather(t, p, p_ok)
-    next_t = A.gather(t, i, q_ok)
-    frame = {}
+    loc = {
+        "i": i,
+        "p": p,
+        "p_ok": p_ok,
+        "q_ok": q_ok,
+        "exact": exact,
+        "prev_t": A.gather(t, p, p_ok),
+        "next_t": A.gather(t, i, q_ok),
+    }
+    requests = [((c, "held"), c, p, p_ok) for c in HELD]
     for c in CUMULATIVE:
-        valid = cols.valid(c)
+        valid = cols.valid(c)  # None: no nulls, the neighbours are the samples around x
         lo_i, lo_ok = A.valid_before(valid, p, p_ok, lo)
         hi_i, hi_ok = A.valid_after(valid, i, q_ok, hi)
-        frame[f"{c}__lo_t"] = A.gather(t, lo_i, lo_ok)
-        frame[f"{c}__lo"] = cols.take(c, lo_i, lo_ok)
-        frame[f"{c}__hi_t"] = A.gather(t, hi_i, hi_ok)
-        frame[f"{c}__hi"] = cols.take(c, hi_i, hi_ok)
         del valid
+        loc[f"{c}__lo_t"] = A.gather(t, lo_i, lo_ok)
+        loc[f"{c}__hi_t"] = A.gather(t, hi_i, hi_ok)
+        requests += [((c, "lo"), c, lo_i, lo_ok), ((c, "hi"), c, hi_i, hi_ok)]
     # Device speed where distance is valid: the slopes for the speed ramp.
     valid = None
     if cols.nulls["distance_m"] or cols.nulls["speed_mps"]:
@@ -431,18 +437,29 @@ def _at_points(t, cols: A.Columns, x, lo, hi):
         valid = valid.to_numpy()
     lo_i, lo_ok = A.valid_before(valid, p, p_ok, lo)
     hi_i, hi_ok = A.valid_after(valid, i, q_ok, hi)
-    del valid
-    frame["distance_m__lo_v"] = A.clip0(cols.take("speed_mps", lo_i, lo_ok))
-    frame["distance_m__hi_v"] = A.clip0(cols.take("speed_mps", hi_i, hi_ok))
+    requests += [(("speed", "lo"), "speed_mps", lo_i, lo_ok)]
+    requests += [(("speed", "hi"), "speed_mps", hi_i, hi_ok)]
+    return loc, requests
+
+
+def _interpolate(x, loc: dict, got: dict) -> dict:
+    """Interpolated CUMULATIVE values, held HELD values and flags at the located instants:
+    what :func:`interpolate_at` gives, by the same operations (:func:`interpolated_values_np`)."""
+    frame = {}
+    for c in CUMULATIVE:
+        frame[f"{c}__lo_t"], frame[f"{c}__lo"] = loc[f"{c}__lo_t"], got[c, "lo"]
+        frame[f"{c}__hi_t"], frame[f"{c}__hi"] = loc[f"{c}__hi_t"], got[c, "hi"]
+    frame["distance_m__lo_v"] = A.clip0(got["speed", "lo"])
+    frame["distance_m__hi_v"] = A.clip0(got["speed", "hi"])
     at = interpolated_values_np(x, frame)
-    at |= {c: cols.take(c, p, p_ok) for c in HELD}
+    at |= {c: got[c, "held"] for c in HELD}
     at |= {
-        "i": i,
-        "p": p,
-        "p_ok": p_ok,
-        "exact": exact,
-        "out_of_range": ~(p_ok & q_ok),
-        "bracket_gap_s": next_t - prev_t,
+        "i": loc["i"],
+        "p": loc["p"],
+        "p_ok": loc["p_ok"],
+        "exact": loc["exact"],
+        "out_of_range": ~(loc["p_ok"] & loc["q_ok"]),
+        "bracket_gap_s": loc["next_t"] - loc["prev_t"],
     }
     return at
 
@@ -477,34 +494,37 @@ def _measure(
     a = located["start_s"].to_numpy()
     b = located["end_s"].to_numpy()
     m = len(a)
-    both = _at_points(
-        t, cols, np.concatenate([a, b]), np.concatenate([lo, lo]), np.concatenate([hi, hi])
-    )
-    at_a = {k: v[:m] for k, v in both.items()}
-    at_b = {k: v[m:] for k, v in both.items()}
-    del both
+    x = np.concatenate([a, b])
+    loc, requests = _locate(t, cols, x, np.concatenate([lo, lo]), np.concatenate([hi, hi]))
 
     # Rows of [a, b): [the sample at a], the boundary a, the samples in (a, b). The boundary's
     # segment runs to the first sample after a (or to b); the last sample's to b; the samples
     # between, sample to sample ("full" segments, summed by range reductions).
-    ia, ib = at_a["i"], at_b["i"]
+    ia, ib = loc["i"][:m], loc["i"][m:]
+    exact_a, exact_b = loc["exact"][:m], loc["exact"][m:]
     has_rows = a < b
-    i0 = ia + at_a["exact"]
+    i0 = ia + exact_a
     n_inner = np.where(has_rows, ib - i0, 0)
     inner = n_inner > 0
     k = ib - 1  # the last sample inside, where inner
     full_s = i0
     full_e = np.where(n_inner >= 2, ib - 1, i0)
+    requests += [((c, "at_end"), c, ib, exact_b) for c in CUMULATIVE]
+    requests += [((c, "first"), c, i0, inner) for c in CUMULATIVE]
+    requests += [((c, "last"), c, k, inner) for c in (*CUMULATIVE, *HELD)]
+    got = cols.lookup(requests)  # each column converted once
+    both = _interpolate(x, loc, got)
+    at_a = {key: v[:m] for key, v in both.items()}
+    at_b = {key: v[m:] for key, v in both.items()}
+    del both, loc
 
     # Values where the last row's segment ends (at b): the sample there, else interpolated.
-    end_values = {
-        c: np.where(at_b["exact"], cols.take(c, ib, at_b["exact"]), at_b[c]) for c in CUMULATIVE
-    }
+    end_values = {c: np.where(exact_b, got[c, "at_end"], at_b[c]) for c in CUMULATIVE}
     x1 = np.where(inner, A.gather(t, i0, inner), b)
     dt_start = x1 - a
-    start_next = {c: np.where(inner, cols.take(c, i0, inner), end_values[c]) for c in CUMULATIVE}
+    start_next = {c: np.where(inner, got[c, "first"], end_values[c]) for c in CUMULATIVE}
     dt_end = np.where(inner, b - A.gather(t, k, inner), 0.0)
-    end_from = {c: cols.take(c, k, inner) for c in (*CUMULATIVE, *HELD)}
+    end_from = {c: got[c, "last"] for c in (*CUMULATIVE, *HELD)}
 
     def nan0(x):
         return np.where(np.isnan(x), 0.0, x)
@@ -732,11 +752,19 @@ def _time_in_target(
         seg_dt = dt[idx]
         with np.errstate(divide="ignore", invalid="ignore"):
             ok = np.ones(len(idx), bool)
-            ddist = cols.take("distance_m", idx + 1, ok) - cols.take("distance_m", idx, ok)
+            got = cols.lookup(
+                [
+                    ("next", "distance_m", idx + 1, ok),
+                    ("distance", "distance_m", idx, ok),
+                    ("speed", "speed_mps", idx, ok),
+                    ("hr", "hr_bpm", idx, ok),
+                ]
+            )
+            ddist = got["next"] - got["distance"]
             derived = np.where(seg_dt > 0, ddist / seg_dt, np.nan)
-        held_speed = cols.take("speed_mps", idx, ok)
+        held_speed = got["speed"]
         speed = np.where(np.isnan(held_speed), derived, held_speed)
-        value = np.where(is_speed[owner], speed, cols.take("hr_bpm", idx, ok))
+        value = np.where(is_speed[owner], speed, got["hr"])
         inside = (value >= low[owner]) & (value <= high[owner])
         contribution = np.where(inside, seg_dt - paused[idx], 0.0)
         contribution[np.isnan(contribution)] = 0.0

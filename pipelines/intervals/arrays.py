@@ -80,11 +80,11 @@ def valid_after(valid: np.ndarray | None, index, ok, hi):
     return found, ok & (k < len(rows)) & (found < hi)
 
 
-def _reduce_ranges(ufunc, x: np.ndarray, s: np.ndarray, e: np.ndarray, empty: float):
+def _reduce_ranges(ufunc, x: np.ndarray, s: np.ndarray, e: np.ndarray, empty, dtype=np.float64):
     """``ufunc.reduce(x[s:e])`` per range, ``empty`` where the range is empty. One
     ``reduceat`` over interleaved (start, end) indices, ranges taken in start order so the
     reduction's work is about len(x) plus the ranges' lengths."""
-    out = np.full(len(s), empty)
+    out = np.full(len(s), empty, dtype)
     n = len(x)
     if n == 0:
         return out
@@ -96,7 +96,7 @@ def _reduce_ranges(ufunc, x: np.ndarray, s: np.ndarray, e: np.ndarray, empty: fl
         idx = np.empty(2 * len(order), np.int64)
         idx[0::2] = s[order]
         idx[1::2] = e_in[order]
-        out[order] = ufunc.reduceat(x, idx)[0::2]
+        out[order] = ufunc.reduceat(x, idx, dtype=dtype)[0::2]
     tail = np.flatnonzero(last & (e > s))
     if len(tail):
         out[tail] = ufunc(out[tail], x[n - 1])
@@ -113,12 +113,10 @@ def range_max(x: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
 
 
 def range_count(flags: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
-    """Number of True in flags[s:e] (exact: integer prefix sums)."""
-    c = np.zeros(len(flags) + 1, np.int32 if len(flags) < 2**31 else np.int64)
-    np.cumsum(flags, out=c[1:])
+    """Number of True in flags[s:e] (exact: integer sums)."""
     s = np.clip(s, 0, len(flags))
     e = np.clip(e, s, len(flags))
-    return c[e] - c[s]
+    return _reduce_ranges(np.add, flags, s, e, 0, np.int64)
 
 
 def next_minus(x: np.ndarray) -> np.ndarray:
@@ -162,9 +160,18 @@ class Columns:
         """Where the column is not null; None when it never is."""
         return self.frame[name].is_not_null().to_numpy() if self.nulls[name] else None
 
-    def take(self, name: str, index: np.ndarray, ok: np.ndarray) -> np.ndarray:
-        """``column[index]`` where ``ok``, NaN elsewhere (and where the value is null)."""
-        if self.n == 0 or self.nulls[name] == self.n:
-            return np.full(len(index), np.nan)
-        values = self.frame[name].gather(np.clip(index, 0, self.n - 1)).to_numpy()
-        return np.where(ok, values, np.nan)
+    def lookup(self, requests) -> dict:
+        """Values at many row sets: ``requests`` are (key, column, rows, ok); returns
+        {key: column[rows] where ok, else NaN}. Each column is converted once."""
+        by_column: dict[str, list] = {}
+        for key, name, index, ok in requests:
+            by_column.setdefault(name, []).append((key, index, ok))
+        out = {}
+        for name, wanted in by_column.items():
+            if self.n == 0 or self.nulls[name] == self.n:
+                out |= {key: np.full(len(index), np.nan) for key, index, _ in wanted}
+                continue
+            values = self.array(name)
+            out |= {key: gather(values, index, ok) for key, index, ok in wanted}
+            del values
+        return out
