@@ -24,14 +24,33 @@ def runs(session_id: pl.Series, t: np.ndarray) -> tuple[np.ndarray, bool]:
     n = len(t)
     if n == 0:
         return np.zeros(0, np.int64), True
-    change = np.empty(n, bool)
-    change[0] = True
-    # slices, not shift: no copy of the string column
-    change[1:] = session_id.slice(1).ne_missing(session_id.slice(0, n - 1)).to_numpy()
+    change = _changes(session_id)
     starts = np.flatnonzero(change)
     contiguous = session_id.gather(starts).n_unique() == len(starts)
     increasing = bool(np.all((t[1:] > t[:-1]) | change[1:]))
     return starts, contiguous and increasing
+
+
+def _changes(session_id: pl.Series) -> np.ndarray:
+    """Row differs from the previous one (the first row: True). Compared chunk by chunk:
+    comparing two slices whose chunks do not line up makes Polars rechunk the string column
+    (a copy as large as the column)."""
+    n = len(session_id)
+    change = np.empty(n, bool)
+    chunks = session_id.get_chunks() if session_id.n_chunks() <= 256 else [session_id.rechunk()]
+    at = 0
+    previous = None
+    for chunk in chunks:
+        m = len(chunk)
+        if m == 0:
+            continue
+        first = chunk[0]
+        change[at] = previous is None or first != previous
+        if m > 1:
+            change[at + 1 : at + m] = chunk.slice(1).ne_missing(chunk.slice(0, m - 1)).to_numpy()
+        previous = chunk[m - 1]
+        at += m
+    return change
 
 
 def search_left(t: np.ndarray, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
