@@ -330,10 +330,15 @@ def assert_same_frames(new: pl.DataFrame, old: pl.DataFrame) -> None:
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_array_method_equals_the_previous_polars_method_on_randomized_sessions(seed):
+def test_array_method_equals_the_previous_polars_method_on_randomized_sessions(seed, monkeypatch):
     """Every column (values, nulls, flags, counts) as the previous implementation (a lazy
-    Polars query: sorted stream, join_asof, per-interval group_by) computed it."""
+    Polars query: sorted stream, join_asof, per-interval group_by) computed it; in one block
+    of samples or (odd seeds) in many small ones."""
     from benchmarks.interval_speed import previous_implementation
+    from pipelines.intervals import alignment
+
+    if seed % 2:
+        monkeypatch.setattr(alignment, "BLOCK_ROWS", 97)
 
     previous_clean, previous_metrics = previous_implementation()
     samples, laps = randomized_sessions(seed)

@@ -40,6 +40,9 @@ RESET_TOLERANCE_M = 1.0
 # Width of the speed ramp between two samples, as a share of the widest that fits
 # (speed_ramp_fraction): 0 = a step, 1 = the widest ramp.
 RAMP_WIDTH_SHARE = 0.5
+# Samples per block of whole sessions in interval_metrics (working memory ~ a few arrays of
+# this length, whatever the input size).
+BLOCK_ROWS = 1 << 19
 
 INTERVAL_COLUMNS = [
     "session_id",
@@ -477,8 +480,6 @@ def _measure(
         t = samples["t_s"].to_numpy()
         starts, _ = A.runs(samples["session_id"], t)
     n = len(t)
-    cols = A.Columns(samples, (*CUMULATIVE, *HELD))
-    nulls = cols.nulls
     run_table = pl.DataFrame(
         {
             "_sid": samples["session_id"].gather(starts).cast(pl.String),
@@ -494,6 +495,108 @@ def _measure(
     a = located["start_s"].to_numpy()
     b = located["end_s"].to_numpy()
     m = len(a)
+    targets = None
+    if has_targets:
+        targets = (
+            located["target_type"].cast(pl.String).to_numpy(),
+            located["target_low"].cast(pl.Float64).to_numpy(),
+            located["target_high"].cast(pl.Float64).to_numpy(),
+        )
+    # Blocks of whole sessions, ~BLOCK_ROWS samples each: the per-sample arrays below are a
+    # block long, so the working memory does not grow with the input.
+    cuts = np.unique(starts[np.searchsorted(starts, np.arange(0, n, BLOCK_ROWS), "right") - 1])
+    cuts = np.append(cuts, n) if n else np.array([0, 0])
+    block = np.searchsorted(cuts[:-1], lo, "right") - 1
+    order = np.argsort(block, kind="stable")
+    bounds = np.searchsorted(block[order], np.arange(len(cuts)))
+    results: dict[str, np.ndarray] = {}
+    if m == 0:  # the columns' names and types from an empty block
+        empty = np.zeros(0)
+        targets_none = None if targets is None else (np.zeros(0, object), empty, empty)
+        results = _block(
+            t[:0],
+            A.Columns(samples.head(0), (*CUMULATIVE, *HELD)),
+            starts[:0],
+            empty,
+            empty,
+            lo,
+            hi,
+            gap_threshold_s,
+            targets_none,
+        )
+    for j in range(len(cuts) - 1):
+        r0, r1 = int(cuts[j]), int(cuts[j + 1])
+        chosen = order[bounds[j] : bounds[j + 1]]
+        if not len(chosen):
+            continue
+        part = _block(
+            t[r0:r1],
+            A.Columns(samples.slice(r0, r1 - r0), (*CUMULATIVE, *HELD)),
+            starts[(starts >= r0) & (starts < r1)] - r0,
+            a[chosen],
+            b[chosen],
+            lo[chosen] - r0,
+            hi[chosen] - r0,
+            gap_threshold_s,
+            None if targets is None else tuple(x[chosen] for x in targets),
+        )
+        for key, values in part.items():
+            if key not in results:
+                results[key] = np.zeros(m, values.dtype)
+            results[key][chosen] = values
+    at_a = {c: results[f"start_{c}"] for c in CUMULATIVE}
+    at_b = {c: results[f"end_{c}"] for c in CUMULATIVE}
+    flags = ("start_interpolated", "end_interpolated", "start_out_of_range", "end_out_of_range")
+    stats = {
+        k: v for k, v in results.items() if k not in flags and not k.startswith(("start_", "end_"))
+    }
+
+    def column(name, values, dtype=pl.Float64):
+        return pl.Series(name, values, nan_to_null=dtype == pl.Float64).cast(dtype)
+
+    out = located.select("session_id", "kind", "interval_index", "start_s", "end_s").with_columns(
+        *[column(f"start_{c}", at_a[c]) for c in CUMULATIVE],
+        *[column(f"end_{c}", at_b[c]) for c in CUMULATIVE],
+        *[column(name, results[name], pl.Boolean) for name in flags],
+        *[
+            column(
+                name,
+                v,
+                pl.UInt32 if name in ("gap_count", "pause_count", "n_samples") else pl.Float64,
+            )
+            for name, v in stats.items()
+        ],
+    )
+    elapsed = pl.col("end_s") - pl.col("start_s")
+    timer_expr = pl.col("end_timer_s") - pl.col("start_timer_s")
+    distance = pl.col("end_distance_m") - pl.col("start_distance_m")
+    return (
+        out.with_columns(
+            elapsed.alias("elapsed_s"),
+            pl.coalesce(timer_expr, elapsed).alias("timer_s"),
+            distance.alias("distance_m"),
+        )
+        .with_columns(
+            pl.when(pl.col("timer_s") > 0)
+            .then(pl.col("distance_m") / pl.col("timer_s"))
+            .alias("avg_speed_mps"),
+        )
+        .with_columns(
+            pl.when(pl.col("avg_speed_mps") > 0)
+            .then(1000.0 / pl.col("avg_speed_mps"))
+            .alias("avg_pace_s_per_km"),
+        )
+        .select(INTERVAL_COLUMNS + (["time_in_target_s"] if has_targets else []))
+        .sort("session_id", "kind", "interval_index")
+    )
+
+
+def _block(t, cols: A.Columns, starts, a, b, lo, hi, gap_threshold_s, targets) -> dict:
+    """Boundary values, flags and statistics of intervals [a, b) over one block of samples
+    (whole sessions; ``starts`` their first rows, [lo, hi) each interval's session rows)."""
+    n = len(t)
+    m = len(a)
+    nulls = cols.nulls
     x = np.concatenate([a, b])
     loc, requests = _locate(t, cols, x, np.concatenate([lo, lo]), np.concatenate([hi, hi]))
 
@@ -621,9 +724,9 @@ def _measure(
     )
     del run_start, p_true, p_false
 
-    if has_targets:
+    if targets is not None:
         stats["time_in_target_s"] = _time_in_target(
-            located,
+            targets,
             cols,
             dt,
             paused,
@@ -642,51 +745,18 @@ def _measure(
             end_from,
         )
 
-    def column(name, values, dtype=pl.Float64):
-        return pl.Series(name, values, nan_to_null=dtype == pl.Float64).cast(dtype)
-
-    out = located.select("session_id", "kind", "interval_index", "start_s", "end_s").with_columns(
-        *[column(f"start_{c}", at_a[c]) for c in CUMULATIVE],
-        *[column(f"end_{c}", at_b[c]) for c in CUMULATIVE],
-        column("start_interpolated", ~at_a["exact"], pl.Boolean),
-        column("end_interpolated", ~at_b["exact"], pl.Boolean),
-        column("start_out_of_range", at_a["out_of_range"], pl.Boolean),
-        column("end_out_of_range", at_b["out_of_range"], pl.Boolean),
-        *[
-            column(
-                name,
-                v,
-                pl.UInt32 if name in ("gap_count", "pause_count", "n_samples") else pl.Float64,
-            )
-            for name, v in stats.items()
-        ],
-    )
-    elapsed = pl.col("end_s") - pl.col("start_s")
-    timer_expr = pl.col("end_timer_s") - pl.col("start_timer_s")
-    distance = pl.col("end_distance_m") - pl.col("start_distance_m")
-    return (
-        out.with_columns(
-            elapsed.alias("elapsed_s"),
-            pl.coalesce(timer_expr, elapsed).alias("timer_s"),
-            distance.alias("distance_m"),
-        )
-        .with_columns(
-            pl.when(pl.col("timer_s") > 0)
-            .then(pl.col("distance_m") / pl.col("timer_s"))
-            .alias("avg_speed_mps"),
-        )
-        .with_columns(
-            pl.when(pl.col("avg_speed_mps") > 0)
-            .then(1000.0 / pl.col("avg_speed_mps"))
-            .alias("avg_pace_s_per_km"),
-        )
-        .select(INTERVAL_COLUMNS + (["time_in_target_s"] if has_targets else []))
-        .sort("session_id", "kind", "interval_index")
-    )
+    out = {f"start_{c}": at_a[c] for c in CUMULATIVE} | {f"end_{c}": at_b[c] for c in CUMULATIVE}
+    out |= {
+        "start_interpolated": ~at_a["exact"],
+        "end_interpolated": ~at_b["exact"],
+        "start_out_of_range": at_a["out_of_range"],
+        "end_out_of_range": at_b["out_of_range"],
+    }
+    return out | stats
 
 
 def _time_in_target(
-    located,
+    targets,
     cols,
     dt,
     paused,
@@ -706,11 +776,9 @@ def _time_in_target(
 ):
     """Time inside [target_low, target_high] of speed (the held device speed, else distance /
     time over the segment) or heart rate, pauses excluded."""
-    kind = located["target_type"].to_numpy()
+    kind, low, high = targets
     is_speed = kind == "speed"
     is_hr = kind == "heart_rate"
-    low = located["target_low"].cast(pl.Float64).to_numpy()
-    high = located["target_high"].cast(pl.Float64).to_numpy()
 
     def piece(dt_piece, paused_piece, held_speed, ddist, held_hr):
         with np.errstate(divide="ignore", invalid="ignore"):
