@@ -22,6 +22,8 @@ Semantics (DESIGN.md, "The interval problem"):
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import polars as pl
 
@@ -98,11 +100,10 @@ def clean_samples(samples: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _clean(df: pl.DataFrame) -> pl.DataFrame:
-    """:func:`clean_samples` on a collected frame (numpy on whole columns)."""
+    """:func:`clean_samples` on a collected frame (numpy, block by block)."""
     if df["t_s"].null_count():
         df = df.filter(pl.col("t_s").is_not_null())  # a copy only when there is one to drop
-    t = df["t_s"].to_numpy()
-    starts, ordered = A.runs(df["session_id"], t)
+    starts, ordered = A.runs(df["session_id"], df["t_s"])
     if not ordered:
         df = df.sort("session_id", "t_s", maintain_order=True)
         # Several samples at one instant: keep the last one delivered.
@@ -110,20 +111,38 @@ def _clean(df: pl.DataFrame) -> pl.DataFrame:
             pl.col("t_s") == pl.col("t_s").shift(-1)
         )
         df = df.filter(~same.fill_null(False))
-        t = df["t_s"].to_numpy()
-        starts, _ = A.runs(df["session_id"], t)
-    n = len(t)
+        starts, _ = A.runs(df["session_id"], df["t_s"])
+    n = df.height
     if n == 0:
         return df
-    d = df["distance_m"].to_numpy()
     if not df["distance_m"].null_count():
-        # Every session has distance: only a drop (reset) changes anything.
-        drop = np.zeros(n, bool)
-        np.less(d[1:] - d[:-1], -RESET_TOLERANCE_M, out=drop[1:])
-        drop[starts] = False
-        if not drop.any():
+        # Every session has distance: only a drop (reset) would change anything.
+        change = np.zeros(n, bool)
+        change[starts] = True
+
+        def no_reset(previous, current):
+            return ~((current - previous) < -RESET_TOLERANCE_M)
+
+        if A.steps_hold(df["distance_m"], change, no_reset):
             return df
-        del drop
+        del change
+    distance = np.empty(n)
+    cuts = A.session_blocks(starts, n, BLOCK_ROWS)
+    for r0, r1 in pairwise(cuts):
+        block = df.slice(r0, r1 - r0)
+        distance[r0:r1] = _clean_distance(
+            block["t_s"].to_numpy(),
+            block["distance_m"].to_numpy(),
+            block["speed_mps"].to_numpy(),
+            starts[(starts >= r0) & (starts < r1)] - r0,
+        )
+    return df.with_columns(pl.Series("distance_m", distance, nan_to_null=True))
+
+
+def _clean_distance(t, d, speed, starts) -> np.ndarray:
+    """Distance of one block of whole sessions with resets re-based and, for sessions without
+    any distance but with speed, the integrated held speed (NaN = null)."""
+    n = len(t)
     run = np.zeros(n, np.int64)
     run[starts[1:]] = 1
     run = np.cumsum(run)
@@ -134,26 +153,24 @@ def _clean(df: pl.DataFrame) -> pl.DataFrame:
     np.maximum.accumulate(last_valid, out=last_valid)
     before = np.full(n, -1)
     before[1:] = last_valid[:-1]
-    has_before = before >= first
-    previous = np.where(has_before, d[np.maximum(before, 0)], np.nan)
+    del last_valid
+    previous = np.where(before >= first, d[np.maximum(before, 0)], np.nan)
+    del before, first
     # After a reset the odometer counts from zero again: continue from the last reading.
     with np.errstate(invalid="ignore"):
         reset = (d - previous) < -RESET_TOLERANCE_M
     has_distance = np.add.reduceat(valid, starts) > 0
-    has_speed = np.add.reduceat(df["speed_mps"].is_not_null().to_numpy(), starts) > 0
-    if not reset.any() and has_distance.all():
-        return df  # nothing to re-base or fill: the distance column as it came
+    has_speed = np.add.reduceat(~np.isnan(speed), starts) > 0
     rebased = d + _session_cumsum(np.where(reset, previous, 0.0), starts, run)
     distance = np.where(has_distance[run], rebased, np.nan)
     indoor = ~has_distance & has_speed
     if indoor.any():
-        speed = df["speed_mps"].to_numpy()
         step = np.zeros(n)
         step[1:] = speed[:-1] * (t[1:] - t[:-1])
         step[starts] = 0.0  # no previous sample in the session
         step[np.isnan(step)] = 0.0
         distance = np.where(indoor[run], _session_cumsum(step, starts, run), distance)
-    return df.with_columns(pl.Series("distance_m", distance, nan_to_null=True))
+    return distance
 
 
 def _session_cumsum(values: np.ndarray, starts: np.ndarray, run: np.ndarray) -> np.ndarray:
@@ -473,13 +490,11 @@ def _measure(
     """:func:`interval_metrics` on collected frames (``samples`` with SAMPLE_COLUMNS)."""
     if samples["t_s"].null_count() or samples["session_id"].null_count():
         samples = samples.filter(pl.col("t_s").is_not_null() & pl.col("session_id").is_not_null())
-    t = samples["t_s"].to_numpy()
-    starts, ordered = A.runs(samples["session_id"], t)
+    starts, ordered = A.runs(samples["session_id"], samples["t_s"])
     if not ordered:
         samples = samples.sort("session_id", "t_s", maintain_order=True)
-        t = samples["t_s"].to_numpy()
-        starts, _ = A.runs(samples["session_id"], t)
-    n = len(t)
+        starts, _ = A.runs(samples["session_id"], samples["t_s"])
+    n = samples.height
     run_table = pl.DataFrame(
         {
             "_sid": samples["session_id"].gather(starts).cast(pl.String),
@@ -504,8 +519,7 @@ def _measure(
         )
     # Blocks of whole sessions, ~BLOCK_ROWS samples each: the per-sample arrays below are a
     # block long, so the working memory does not grow with the input.
-    cuts = np.unique(starts[np.searchsorted(starts, np.arange(0, n, BLOCK_ROWS), "right") - 1])
-    cuts = np.append(cuts, n) if n else np.array([0, 0])
+    cuts = A.session_blocks(starts, n, BLOCK_ROWS)
     block = np.searchsorted(cuts[:-1], lo, "right") - 1
     order = np.argsort(block, kind="stable")
     bounds = np.searchsorted(block[order], np.arange(len(cuts)))
@@ -514,7 +528,7 @@ def _measure(
         empty = np.zeros(0)
         targets_none = None if targets is None else (np.zeros(0, object), empty, empty)
         results = _block(
-            t[:0],
+            np.zeros(0),
             A.Columns(samples.head(0), (*CUMULATIVE, *HELD)),
             starts[:0],
             empty,
@@ -529,9 +543,10 @@ def _measure(
         chosen = order[bounds[j] : bounds[j + 1]]
         if not len(chosen):
             continue
+        rows = samples.slice(r0, r1 - r0)
         part = _block(
-            t[r0:r1],
-            A.Columns(samples.slice(r0, r1 - r0), (*CUMULATIVE, *HELD)),
+            rows["t_s"].to_numpy(),
+            A.Columns(rows, (*CUMULATIVE, *HELD)),
             starts[(starts >= r0) & (starts < r1)] - r0,
             a[chosen],
             b[chosen],

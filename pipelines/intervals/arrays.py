@@ -16,19 +16,41 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+WINDOW_ROWS = 1 << 19  # rows per window of the one-pass order checks
 
-def runs(session_id: pl.Series, t: np.ndarray) -> tuple[np.ndarray, bool]:
+
+def runs(session_id: pl.Series, t: pl.Series) -> tuple[np.ndarray, bool]:
     """Row index where each run of equal ``session_id`` starts, and whether the rows are
     sorted as the interval code needs: every session one run, time strictly increasing in it.
-    O(n) comparisons, no sort and no hashing of the rows (only of the run starts)."""
+    O(n) comparisons in windows, no sort and no hashing of the rows (only of the run starts)."""
     n = len(t)
     if n == 0:
         return np.zeros(0, np.int64), True
     change = _changes(session_id)
     starts = np.flatnonzero(change)
     contiguous = session_id.gather(starts).n_unique() == len(starts)
-    increasing = bool(np.all((t[1:] > t[:-1]) | change[1:]))
-    return starts, contiguous and increasing
+    return starts, contiguous and steps_hold(t, change, np.less)
+
+
+def steps_hold(values: pl.Series, change: np.ndarray, rule) -> bool:
+    """``rule(previous, current)`` holds for every row but a session's first, checked in
+    windows of WINDOW_ROWS rows (numpy views of the column where its chunks allow)."""
+    n = len(values)
+    for w0 in range(1, n, WINDOW_ROWS):
+        w1 = min(w0 + WINDOW_ROWS, n)
+        v = values.slice(w0 - 1, w1 - w0 + 1).to_numpy()
+        if not np.all(rule(v[:-1], v[1:]) | change[w0:w1]):
+            return False
+    return True
+
+
+def session_blocks(starts: np.ndarray, n: int, size: int) -> np.ndarray:
+    """Cut points (row indices, from 0 to n) between blocks of whole sessions of about
+    ``size`` rows (a longer session is a block of its own); [0, 0] when there are no rows."""
+    if n == 0:
+        return np.array([0, 0])
+    cuts = np.unique(starts[np.searchsorted(starts, np.arange(0, n, size), "right") - 1])
+    return np.append(cuts, n)
 
 
 def _changes(session_id: pl.Series) -> np.ndarray:
