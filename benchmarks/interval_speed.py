@@ -24,7 +24,10 @@ the boundary instants, then end − start) for every lap:
 * ``lead``: the module's full method ``interval_metrics(clean_samples(...), laps)`` as one lazy
   query (also cleans: sort, de-duplicate, re-base resets; and computes averages, maxima,
   elevation, gaps, pauses);
-* ``lead_cleaned_first``: the same two public functions with ``clean_samples`` collected first.
+* ``lead_cleaned_first``: the same two public functions with ``clean_samples`` collected first;
+* ``lead_previous``: the full method as it was before the numpy rewrite (one Polars lazy query:
+  sort per (session, kind) stream, ``join_asof`` at the boundaries, ``merge_sorted`` stream,
+  per-interval ``group_by``), a frozen copy in this module (``previous_implementation``).
 
 Only the ``lead*`` full methods clean; the others rely on the generated samples being sorted
 and unique (they are).
@@ -42,14 +45,15 @@ repeat's time is in the JSON.
 How to run (from the repository root)::
 
     .venv/bin/python -m benchmarks.interval_speed [--activities 800] [--samples 3600]
-        [--methods loop,merge,duckdb,numpy,lead_boundaries,lead,lead_cleaned_first]
+        [--methods loop,merge,duckdb,numpy,lead_boundaries,lead,lead_cleaned_first,lead_previous]
         [--repeat 2] [--seed 7] [--out benchmarks/results/interval_speed.json]
 
 Prints a table (time, samples/s, peak RSS, ratios vs ``loop``) and writes JSON.
 
-Measured (2 shared cores under load, ``--activities 300``, 1.08 M samples): numpy 0.08 s
-(13 M samples/s, peak 262 MB), lead_boundaries 1.17 s (0.92 M/s), lead 4.75 s (0.23 M/s, peak
-734 MB with ~195 MB of input); see benchmarks/RESULTS-intervals.md.
+Measured (2 shared cores, ``--activities 800``, 2.88 M samples, one run): numpy 0.25 s
+(11.6 M samples/s, peak 472 MB), lead 0.63 s (4.6 M/s, peak 405 MB), lead_cleaned_first 0.48 s
+(6.0 M/s), lead_previous 9.31 s (0.31 M/s, peak 1,411 MB); full size (10,000 activities,
+36 M samples) and details in benchmarks/RESULTS-intervals.md.
 """
 
 from __future__ import annotations

@@ -18,6 +18,18 @@ Semantics (DESIGN.md, "The interval problem"):
   sample, so averages are time-weighted over the exact interval;
 - an instant before the first or after the last sample takes the edge value and is flagged
   ``*_out_of_range``: nothing is extrapolated.
+
+Execution: :func:`clean_samples` and :func:`interval_metrics` run on whole numpy columns
+(``arrays.py``) inside the lazy query (``map_batches`` / ``pl.defer``): an O(n) check that
+the samples are already in (session, time) order (silver samples are) instead of a sort;
+each interval a row range found by a vectorized binary search; sums, maxima and counts over
+whole sample-to-sample segments as range reductions, the two segments cut by the boundaries
+computed per interval; blocks of whole sessions (``BLOCK_ROWS``) bound the working memory.
+Outputs equal the previous Polars query's (a frozen copy: ``benchmarks/interval_speed.py``,
+``previous_implementation``; tests/test_intervals.py compares them on randomized sessions).
+Full method on 1.08 M samples: ~2× the time of bare numpy searchsorted + linear
+interpolation, 16× faster than the Polars query; benchmarks/RESULTS-intervals.md. A NaN in a
+sample column counts as missing (the Polars query told NaN from null; decoders give nulls).
 """
 
 from __future__ import annotations
@@ -35,7 +47,6 @@ HELD = ("hr_bpm", "speed_mps", "cadence", "power_w")
 SAMPLE_COLUMNS = ("session_id", "t_s", *CUMULATIVE, *HELD)
 
 TARGET_COLUMNS = ("target_type", "target_low", "target_high")
-GROUP = "_group"  # integer id of one (session, kind) stream
 
 # A distance drop larger than this is a device reset, not GPS noise.
 RESET_TOLERANCE_M = 1.0
@@ -383,11 +394,12 @@ def interval_metrics(
     session (laps, workout steps); different kinds may.
 
     How (``arrays.py``): the rows of an interval [start, end) are the boundary instant
-    ``start`` (values interpolated there, the held values of the sample before it), the
-    samples inside, and each row's segment runs to the next row (the next sample, or ``end``).
-    Whole segments between two samples are summed by range reductions over per-sample
-    arrays; only the two segments cut by the boundaries are computed per interval. Nothing is
-    sorted when the samples already are (checked in one pass).
+    ``start`` (values interpolated there, the held values of the sample at or before it), the
+    samples inside (one exactly at ``start`` included), and each row's segment runs to the
+    next row (the next sample, or ``end``). Whole segments between two samples are summed by
+    range reductions over per-sample arrays; only the two segments cut by the boundaries are
+    computed per interval; a pause is counted where a run of paused segments starts. Nothing
+    is sorted when the samples already are (checked in one pass). Runs at ``collect`` time.
     """
     has_targets = set(TARGET_COLUMNS) <= set(intervals.collect_schema().names())
     spans = intervals.select(
