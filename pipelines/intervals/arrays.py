@@ -3,9 +3,10 @@
 The samples are one array per column, sorted by (session, time) with each session one
 contiguous run of rows. An interval of a session is a row range found by binary search; its
 metrics are range reductions over per-sample segment values (``np.add.reduceat`` /
-``np.fmax.reduceat``, exact integer prefix sums for counts) plus the two partial segments cut
-by its boundaries. Nothing loops per session, interval or sample in Python: the only loops are
-over columns and the ~log2(samples per session) steps of the vectorized binary search.
+``np.fmax.reduceat``, integer sums for counts) plus the two partial segments cut by its
+boundaries. Nothing loops per session, interval or sample in Python: the only loops are over
+columns, storage chunks, windows and blocks of ~2^19 rows, and the ~log2(samples per session)
+steps of the vectorized binary search.
 
 Nulls are NaN here: a NaN in the input counts as missing (the Polars method told a NaN from a
 null; FIT and API decoders give nulls).
@@ -185,9 +186,9 @@ def pause_flags(dt: np.ndarray, paused: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 class Columns:
-    """A collected frame's Float64 columns, seen as numpy without holding copies: point
-    lookups gather from the Polars column; a whole column is converted (a copy when the frame
-    is in several chunks) only for its own reductions, then dropped by the caller."""
+    """A collected frame's Float64 columns, seen as numpy without holding copies: a column is
+    converted (a copy when the frame is in several chunks) once for all its lookups
+    (:meth:`lookup`) and once for its own reductions, and dropped after each."""
 
     def __init__(self, frame: pl.DataFrame, names):
         self.frame = frame
