@@ -353,7 +353,7 @@ def method_lead_cleaned_first(samples, laps):
 
 
 def method_lead_previous(samples, laps):
-    clean_samples, interval_metrics = previous_implementation()
+    clean_samples, interval_metrics, _ = previous_implementation()
     out = interval_metrics(clean_samples(samples.lazy()), laps.lazy()).collect()
     return out["distance_m"].to_numpy(), out["timer_s"].to_numpy()
 
@@ -375,8 +375,8 @@ METHOD_FUNCTIONS = {
 
 
 def previous_implementation():
-    """``(clean_samples, interval_metrics)`` as they were before the prefix-sum rewrite: a
-    frozen copy of pipelines/intervals/alignment.py at commit 9148788 (one Polars lazy query:
+    """``(clean_samples, interval_metrics, interpolate_at)`` as they were before the numpy
+    rewrite: a frozen copy of pipelines/intervals/alignment.py at commit 9148788 (Polars lazy:
     sort per (session, kind) stream, ``join_asof`` at the boundaries, boundaries
     ``merge_sorted`` into the sample stream, per-interval ``group_by``). The ``lead_previous``
     method times it beside the current module; tests/test_intervals.py compares the two.
@@ -745,7 +745,16 @@ def previous_implementation():
             .sort("session_id", "kind", "interval_index")
         )
 
-    return previous_clean_samples, previous_interval_metrics
+    def previous_interpolate_at(samples: pl.LazyFrame, instants: pl.LazyFrame) -> pl.LazyFrame:
+        prepared = _prev_with_valid_neighbours(
+            _prev_ensure_columns(samples)
+            .with_columns(int_key("session_id").alias(KEY))
+            .sort(KEY, "t_s")
+        )
+        left = instants.with_columns(int_key("session_id").alias(KEY)).sort(KEY, "t_s")
+        return _prev_at_instants(prepared, left, KEY).drop(KEY)
+
+    return previous_clean_samples, previous_interval_metrics, previous_interpolate_at
 
 
 # --------------------------------------------------------------------------------------------

@@ -340,7 +340,7 @@ def test_array_method_equals_the_previous_polars_method_on_randomized_sessions(s
     if seed % 2:
         monkeypatch.setattr(alignment, "BLOCK_ROWS", 97)
 
-    previous_clean, previous_metrics = previous_implementation()
+    previous_clean, previous_metrics, _ = previous_implementation()
     samples, laps = randomized_sessions(seed)
     for intervals in (laps, laps.drop("target_type", "target_low", "target_high")):
         new = interval_metrics(clean_samples(samples.lazy()), intervals.lazy()).collect()
@@ -376,3 +376,34 @@ def test_numpy_speed_ramp_is_the_polars_one_bit_for_bit():
     )["x"].to_numpy()
     assert ((got == want) | (np.isnan(got) & np.isnan(want))).all()
     assert (got != f).sum() > 1000  # the ramp was used, not only the straight line
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_interpolate_at_equals_the_previous_polars_lookup(seed, monkeypatch):
+    """Instants between samples, on samples, outside them and in a session without samples:
+    every column as the previous join_asof implementation gave it (rows in the instants'
+    order now)."""
+    from benchmarks.interval_speed import previous_implementation
+    from pipelines.intervals import alignment
+
+    if seed % 2:
+        monkeypatch.setattr(alignment, "BLOCK_ROWS", 53)
+    previous_clean, _, previous_interpolate_at = previous_implementation()
+    samples, laps = randomized_sessions(seed)
+    cleaned = previous_clean(samples.lazy()).collect()
+    rng = np.random.default_rng(seed)
+    instants = (
+        pl.concat(
+            [
+                laps.select("session_id", pl.col("start_s").alias("t_s")),
+                cleaned.select("session_id", "t_s").sample(n=30, seed=seed),
+                pl.DataFrame({"session_id": "gone", "t_s": [START]}),
+            ]
+        )
+        .with_columns(pl.col("t_s") + pl.Series(rng.choice([0.0, 0.0, 0.3], size=1)))
+        .with_row_index("row")
+    )
+    new = interpolate_at(cleaned.lazy(), instants.lazy()).collect()
+    assert new["row"].to_list() == instants["row"].to_list()
+    old = previous_interpolate_at(cleaned.lazy(), instants.lazy()).collect().sort("row")
+    assert_same_frames(new, old)

@@ -27,8 +27,8 @@ whole sample-to-sample segments as range reductions, the two segments cut by the
 computed per interval; blocks of whole sessions (``BLOCK_ROWS``) bound the working memory.
 Outputs equal the previous Polars query's (a frozen copy: ``benchmarks/interval_speed.py``,
 ``previous_implementation``; tests/test_intervals.py compares them on randomized sessions).
-Full method on 1.08 M samples: ~2× the time of bare numpy searchsorted + linear
-interpolation, 16× faster than the Polars query; benchmarks/RESULTS-intervals.md. A NaN in a
+Full method: 1.4–2.5× the time of bare numpy searchsorted + linear interpolation (36 M and
+1–3 M samples), 15–35× faster than the Polars query; benchmarks/RESULTS-intervals.md. A NaN in a
 sample column counts as missing (the Polars query told NaN from null; decoders give nulls).
 """
 
@@ -40,7 +40,6 @@ import numpy as np
 import polars as pl
 
 from pipelines.intervals import arrays as A
-from pipelines.intervals.grouped import KEY, bfill, ffill, int_key
 
 CUMULATIVE = ("distance_m", "timer_s", "elevation_m")
 HELD = ("hr_bpm", "speed_mps", "cadence", "power_w")
@@ -190,30 +189,6 @@ def _session_cumsum(values: np.ndarray, starts: np.ndarray, run: np.ndarray) -> 
     return total - (total[starts] - values[starts])[run]
 
 
-def _with_valid_neighbours(samples: pl.LazyFrame, key: str = KEY) -> pl.LazyFrame:
-    """For each cumulative column: the last valid (time, value) at or before each sample and the
-    first valid one at or after it, so gaps in one column (GPS loss) don't poison the others.
-    ``samples`` must be sorted by (key, t_s)."""
-    exprs = []
-    for c in CUMULATIVE:
-        valid_t = pl.when(pl.col(c).is_not_null()).then(pl.col("t_s"))
-        exprs += [
-            ffill(valid_t, key).alias(f"{c}__lo_t"),
-            ffill(pl.col(c), key).alias(f"{c}__lo"),
-            bfill(valid_t, key).alias(f"{c}__hi_t"),
-            bfill(pl.col(c), key).alias(f"{c}__hi"),
-        ]
-    # Device speed where distance is valid: the slopes for the speed-aware distance estimate.
-    speed_there = pl.when(pl.col("distance_m").is_not_null()).then(
-        pl.col("speed_mps").clip(lower_bound=0.0)
-    )
-    exprs += [
-        ffill(speed_there, key).alias("distance_m__lo_v"),
-        bfill(speed_there, key).alias("distance_m__hi_v"),
-    ]
-    return samples.with_columns(exprs)
-
-
 def speed_ramp_fraction(
     f: pl.Expr, v0: pl.Expr, v1: pl.Expr, secant: pl.Expr, width_share: float = RAMP_WIDTH_SHARE
 ) -> pl.Expr:
@@ -284,7 +259,11 @@ def speed_ramp_fraction_np(
 
 
 def interpolated_values_np(x: np.ndarray, frame: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """:func:`interpolated_values` on numpy arrays (NaN = null), same operations."""
+    """CUMULATIVE values at instants ``x`` from each column's valid neighbours (``{c}__lo_t``,
+    ``{c}__lo``, ``{c}__hi_t``, ``{c}__hi``; ``distance_m__lo_v`` and ``distance_m__hi_v`` the
+    device speeds there; NaN = null): timer and elevation linear in time, distance along the
+    speed ramp; the edge value where one side is missing. The operations of the previous
+    Polars expressions (benchmarks/interval_speed.py, ``previous_implementation``)."""
     values = {}
     with np.errstate(divide="ignore", invalid="ignore"):
         for c in CUMULATIVE:
@@ -305,81 +284,39 @@ def interpolated_values_np(x: np.ndarray, frame: dict[str, np.ndarray]) -> dict[
 
 def interpolate_at(samples: pl.LazyFrame, instants: pl.LazyFrame) -> pl.LazyFrame:
     """Values of the sample stream at arbitrary instants (``session_id, t_s``; extra columns
-    ride along). Adds the CUMULATIVE and HELD columns plus ``interpolated`` (no sample exactly
-    there), ``out_of_range`` (before the first or after the last sample) and ``bracket_gap_s``
-    (time between the samples around the instant)."""
-    prepared = _with_valid_neighbours(
-        _ensure_columns(samples).with_columns(int_key("session_id").alias(KEY)).sort(KEY, "t_s")
-    )
-    # join_asof with ``by`` needs each group sorted on the key, not one global sort.
-    left = instants.with_columns(int_key("session_id").alias(KEY)).sort(KEY, "t_s")
-    return _at_instants(prepared, left, KEY).drop(KEY)
+    ride along, rows stay in the instants' order). Adds ``prev_t`` and ``next_t`` (the samples
+    at or before / at or after the instant), the CUMULATIVE and HELD columns, ``interpolated``
+    (no sample exactly there), ``out_of_range`` (before the first or after the last sample)
+    and ``bracket_gap_s`` (time between the samples around the instant)."""
+    schema = dict(instants.collect_schema())
+    schema |= {c: pl.Float64 for c in ("prev_t", "next_t", *CUMULATIVE, *HELD)}
+    schema |= {"interpolated": pl.Boolean, "out_of_range": pl.Boolean, "bracket_gap_s": pl.Float64}
+    rows = _ensure_columns(samples).select(SAMPLE_COLUMNS)
 
+    def run() -> pl.DataFrame:
+        sample_df, points = pl.collect_all([rows, instants])
+        x = points["t_s"].cast(pl.Float64).to_numpy()
+        sample_df, starts, lo, hi = _sessions(sample_df, points["session_id"])
 
-def interpolated_values() -> list[pl.Expr]:
-    """The CUMULATIVE columns at instants ``t_s`` from each column's valid neighbours
-    (``{c}__lo_t``, ``{c}__lo``, ``{c}__hi_t``, ``{c}__hi``; ``distance_m__lo_v`` and
-    ``distance_m__hi_v`` the device speeds there): timer and elevation linear in time,
-    distance along the speed ramp; the edge value where one side is missing."""
-    t = pl.col("t_s")
-    values = []
-    for c in CUMULATIVE:
-        lo_t, lo, hi_t, hi = (pl.col(f"{c}__{x}") for x in ("lo_t", "lo", "hi_t", "hi"))
-        fraction = (t - lo_t) / (hi_t - lo_t)
-        if c == "distance_m":
-            fraction = speed_ramp_fraction(
-                fraction,
-                pl.col("distance_m__lo_v"),
-                pl.col("distance_m__hi_v"),
-                (hi - lo) / (hi_t - lo_t),
-            )
-        values.append(
-            pl.when(lo.is_null())
-            .then(hi)
-            .when(hi.is_null() | (hi_t == lo_t))
-            .then(lo)
-            .otherwise(lo + (hi - lo) * fraction)
-            .alias(c)
+        def block(frame, t, _starts, chosen, r0):
+            cols = A.Columns(frame, (*CUMULATIVE, *HELD))
+            loc, requests = _locate(t, cols, x[chosen], lo[chosen] - r0, hi[chosen] - r0)
+            at = _interpolate(x[chosen], loc, cols.lookup(requests))
+            return {
+                "prev_t": loc["prev_t"],
+                "next_t": loc["next_t"],
+                **{c: at[c] for c in (*CUMULATIVE, *HELD)},
+                "interpolated": ~at["exact"],
+                "out_of_range": at["out_of_range"],
+                "bracket_gap_s": at["bracket_gap_s"],
+            }
+
+        values = _blockwise(sample_df, starts, lo, block)
+        return points.with_columns(
+            pl.Series(name, v, nan_to_null=v.dtype == np.float64) for name, v in values.items()
         )
-    return values
 
-
-def _at_instants(prepared: pl.LazyFrame, left: pl.LazyFrame, key: str) -> pl.LazyFrame:
-    """:func:`interpolate_at` on samples already keyed, sorted by (key, t_s) and given their
-    valid neighbours; ``left`` (the instants) sorted by (key, t_s) too."""
-    prepared = prepared.with_columns(pl.col("t_s").alias("sample_t"))
-    before = prepared.select(
-        key,
-        "t_s",
-        pl.col("sample_t").alias("prev_t"),
-        *[pl.col(f"{c}__lo_t") for c in CUMULATIVE],
-        *[pl.col(f"{c}__lo") for c in CUMULATIVE],
-        pl.col("distance_m__lo_v"),
-        *[pl.col(c).alias(f"{c}__held") for c in HELD],
-    )
-    after = prepared.select(
-        key,
-        "t_s",
-        pl.col("sample_t").alias("next_t"),
-        *[pl.col(f"{c}__hi_t") for c in CUMULATIVE],
-        *[pl.col(f"{c}__hi") for c in CUMULATIVE],
-        pl.col("distance_m__hi_v"),
-    )
-    joined = left.join_asof(
-        before, on="t_s", by=key, strategy="backward", check_sortedness=False
-    ).join_asof(after, on="t_s", by=key, strategy="forward", check_sortedness=False)
-    values = [*interpolated_values(), *[pl.col(f"{c}__held").alias(c) for c in HELD]]
-    exact = (pl.col("prev_t") == pl.col("t_s")) | (pl.col("next_t") == pl.col("t_s"))
-    return joined.with_columns(
-        *values,
-        (~exact.fill_null(False)).alias("interpolated"),
-        (pl.col("prev_t").is_null() | pl.col("next_t").is_null()).alias("out_of_range"),
-        (pl.col("next_t") - pl.col("prev_t")).alias("bracket_gap_s"),
-    ).drop(
-        [f"{c}__{x}" for c in CUMULATIVE for x in ("lo_t", "lo", "hi_t", "hi")]
-        + [f"{c}__held" for c in HELD]
-        + ["distance_m__lo_v", "distance_m__hi_v"]
-    )
+    return pl.defer(run, schema=schema)
 
 
 def interval_metrics(
@@ -496,10 +433,10 @@ def _interpolate(x, loc: dict, got: dict) -> dict:
     return at
 
 
-def _measure(
-    samples: pl.DataFrame, spans: pl.DataFrame, gap_threshold_s: float, has_targets: bool
-) -> pl.DataFrame:
-    """:func:`interval_metrics` on collected frames (``samples`` with SAMPLE_COLUMNS)."""
+def _sessions(samples: pl.DataFrame, session_id: pl.Series):
+    """Samples in (session, time) order (sorted only when they are not already), each
+    session's first row, and for each query's ``session_id`` its session's rows [lo, hi)
+    (empty for a session without samples)."""
     if samples["t_s"].null_count() or samples["session_id"].null_count():
         samples = samples.filter(pl.col("t_s").is_not_null() & pl.col("session_id").is_not_null())
     starts, ordered = A.runs(samples["session_id"], samples["t_s"])
@@ -514,52 +451,63 @@ def _measure(
             "_hi": np.append(starts[1:], n).astype(np.int64)[: len(starts)],
         }
     )
-    located = spans.with_columns(pl.col("session_id").cast(pl.String).alias("_sid")).join(
+    located = pl.DataFrame({"_sid": session_id.cast(pl.String)}).join(
         run_table, on="_sid", how="left", maintain_order="left"
     )
     lo = located["_lo"].fill_null(0).to_numpy()
     hi = located["_hi"].fill_null(0).to_numpy()
-    a = located["start_s"].to_numpy()
-    b = located["end_s"].to_numpy()
-    m = len(a)
-    targets = None
-    if has_targets:
-        targets = (
-            located["target_type"].cast(pl.String).to_numpy(),
-            located["target_low"].cast(pl.Float64).to_numpy(),
-            located["target_high"].cast(pl.Float64).to_numpy(),
-        )
-    # Blocks of whole sessions, ~BLOCK_ROWS samples each: the per-sample arrays below are a
-    # block long, so the working memory does not grow with the input.
+    return samples, starts, lo, hi
+
+
+def _blockwise(samples: pl.DataFrame, starts, lo, compute) -> dict[str, np.ndarray]:
+    """``compute(rows, t, starts, chosen, r0)`` over blocks of whole sessions (~BLOCK_ROWS
+    samples: the per-sample arrays are a block long, so the working memory does not grow with
+    the input) for the queries ``chosen`` whose session is in the block (rows from ``r0``);
+    the per-query results put together in query order."""
+    n = samples.height
+    m = len(lo)
     cuts = A.session_blocks(starts, n, BLOCK_ROWS)
     block = np.searchsorted(cuts[:-1], lo, "right") - 1
     order = np.argsort(block, kind="stable")
     bounds = np.searchsorted(block[order], np.arange(len(cuts)))
+    if m == 0:  # the names and types of the results, from an empty block
+        return compute(samples.head(0), np.zeros(0), starts[:0], order, 0)
     results: dict[str, np.ndarray] = {}
-    if m == 0:  # the columns' names and types from an empty block
-        empty = np.zeros(0)
-        targets_none = None if targets is None else (np.zeros(0, object), empty, empty)
-        results = _block(
-            np.zeros(0),
-            A.Columns(samples.head(0), (*CUMULATIVE, *HELD)),
-            starts[:0],
-            empty,
-            empty,
-            lo,
-            hi,
-            gap_threshold_s,
-            targets_none,
-        )
     for j in range(len(cuts) - 1):
         r0, r1 = int(cuts[j]), int(cuts[j + 1])
         chosen = order[bounds[j] : bounds[j + 1]]
         if not len(chosen):
             continue
         rows = samples.slice(r0, r1 - r0)
-        part = _block(
-            rows["t_s"].to_numpy(),
+        block_starts = starts[(starts >= r0) & (starts < r1)] - r0
+        part = compute(rows, rows["t_s"].to_numpy(), block_starts, chosen, r0)
+        for key, values in part.items():
+            if key not in results:
+                results[key] = np.zeros(m, values.dtype)
+            results[key][chosen] = values
+    return results
+
+
+def _measure(
+    samples: pl.DataFrame, spans: pl.DataFrame, gap_threshold_s: float, has_targets: bool
+) -> pl.DataFrame:
+    """:func:`interval_metrics` on collected frames (``samples`` with SAMPLE_COLUMNS)."""
+    samples, starts, lo, hi = _sessions(samples, spans["session_id"])
+    a = spans["start_s"].to_numpy()
+    b = spans["end_s"].to_numpy()
+    targets = None
+    if has_targets:
+        targets = (
+            spans["target_type"].cast(pl.String).to_numpy(),
+            spans["target_low"].cast(pl.Float64).to_numpy(),
+            spans["target_high"].cast(pl.Float64).to_numpy(),
+        )
+
+    def block(rows, t, block_starts, chosen, r0):
+        return _block(
+            t,
             A.Columns(rows, (*CUMULATIVE, *HELD)),
-            starts[(starts >= r0) & (starts < r1)] - r0,
+            block_starts,
             a[chosen],
             b[chosen],
             lo[chosen] - r0,
@@ -567,10 +515,8 @@ def _measure(
             gap_threshold_s,
             None if targets is None else tuple(x[chosen] for x in targets),
         )
-        for key, values in part.items():
-            if key not in results:
-                results[key] = np.zeros(m, values.dtype)
-            results[key][chosen] = values
+
+    results = _blockwise(samples, starts, lo, block)
     at_a = {c: results[f"start_{c}"] for c in CUMULATIVE}
     at_b = {c: results[f"end_{c}"] for c in CUMULATIVE}
     flags = ("start_interpolated", "end_interpolated", "start_out_of_range", "end_out_of_range")
@@ -581,7 +527,7 @@ def _measure(
     def column(name, values, dtype=pl.Float64):
         return pl.Series(name, values, nan_to_null=dtype == pl.Float64).cast(dtype)
 
-    out = located.select("session_id", "kind", "interval_index", "start_s", "end_s").with_columns(
+    out = spans.select("session_id", "kind", "interval_index", "start_s", "end_s").with_columns(
         *[column(f"start_{c}", at_a[c]) for c in CUMULATIVE],
         *[column(f"end_{c}", at_b[c]) for c in CUMULATIVE],
         *[column(name, results[name], pl.Boolean) for name in flags],
