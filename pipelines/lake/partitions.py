@@ -126,29 +126,14 @@ def bronze_part_hashes(layout: LakeLayout, tables: Iterable[str]) -> set[str]:
     return {p.stem for table in tables for p in parquet_parts(layout.bronze_dir(table))}
 
 
-def bronze_reader(layout: LakeLayout, scan, hashes: Iterable[str]):
-    """A ``table -> LazyFrame`` reader restricted to the given bronze parts."""
-    wanted = set(hashes)
-
-    def read(table: str) -> pl.LazyFrame:
-        return scan(table).filter(pl.col("source_sha256").is_in(list(wanted)))
-
-    return read
-
-
 @dataclass
 class RefreshPlan:
-    """What one stage recomputes this run."""
+    """What one stage recomputes this run. Recomputing a set of days reads the bronze parts
+    the index dates within those days ± 1."""
 
     full: bool
-    days: set[date]  # partitions rewritten
-    window: set[date]  # days whose bronze parts are read (days ± 1)
-    parts: set[str]  # bronze parts read
+    days: set[date]  # partitions to rewrite
     index: pl.DataFrame  # the index after this run (written once the stage is done)
-
-    @property
-    def empty(self) -> bool:
-        return not self.days
 
 
 def plan_refresh(
@@ -170,17 +155,12 @@ def plan_refresh(
         if known <= present:
             new = present - known
             if not new:
-                return RefreshPlan(False, set(), set(), set(), index)
+                return RefreshPlan(False, set(), index)
             dated = _dated(new_part_days(new), new)
             touched = set(dated.get_column("day").to_list())
-            days = expand_days(touched, margin)
-            window = expand_days(days, margin)
-            index = pl.concat([index, dated])
-            parts = set(index.filter(pl.col("day").is_in(list(window)))["source_sha256"])
-            return RefreshPlan(False, days, window, parts, index)
+            return RefreshPlan(False, expand_days(touched, margin), pl.concat([index, dated]))
     dated = _dated(new_part_days(present), present) if present else _empty_index()
-    days = set(dated.get_column("day").to_list())
-    return RefreshPlan(True, days, expand_days(days, margin), present, dated)
+    return RefreshPlan(True, set(dated.get_column("day").to_list()), dated)
 
 
 def _empty_index() -> pl.DataFrame:
