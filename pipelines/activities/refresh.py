@@ -27,11 +27,10 @@ from pipelines.lake.partitions import (
     DAY,
     Changes,
     RefreshPlan,
-    day_chunks,
-    expand_days,
     partition_day,
-    partition_days,
+    parts_for,
     plan_refresh,
+    rebuild_chunks,
     record_changes,
     replace_partitions,
     scan_silver,
@@ -87,8 +86,7 @@ def local_date(sessions: pl.LazyFrame) -> pl.LazyFrame:
 
 def _recompute(layout: LakeLayout, plan: RefreshPlan, days: set[date], changes: Changes):
     """Rewrite the partitions of ``days`` from the bronze parts of ``days`` ± 1."""
-    window = expand_days(days)
-    parts = set(plan.index.filter(pl.col("day").is_in(list(window)))["source_sha256"])
+    parts = parts_for(plan, days)
     old = (
         scan_silver(layout, "sessions", days, SESSION_SCHEMA)
         .select("session_id", "start_time_utc", "start_time_local")
@@ -122,13 +120,7 @@ def refresh_silver_activities(
     plan = plan_refresh(layout, STAGE, BRONZE, lambda h: part_days(layout, h), force_full)
     report = ActivityRefresh(full=plan.full)
     changes = Changes(full=plan.full)
-    days = plan.days | set(also_days)
-    if plan.full:
-        # Also clear partitions no input dates any more (e.g. after an erasure).
-        days = days | set().union(*(partition_days(layout, t) for t in SILVER))
-    chunks = day_chunks(days, FULL_CHUNK_DAYS) if plan.full else [days] if days else []
-    if plan.full and not chunks:
-        chunks = [set()]  # still writes every table's (empty) schema
+    days, chunks = rebuild_chunks(layout, plan, SILVER, also_days, FULL_CHUNK_DAYS)
     for chunk in chunks:
         n_sessions, n_samples, parts = _recompute(layout, plan, chunk, changes)
         report.sessions += n_sessions

@@ -21,13 +21,12 @@ from pipelines.lake.partitions import (
     DAY,
     Changes,
     bronze_part_hashes,
-    day_chunks,
-    expand_days,
     partition_day,
-    partition_days,
     partition_files,
+    parts_for,
     plan_refresh,
     read_index,
+    rebuild_chunks,
     record_changes,
     replace_partitions,
     scan_silver,
@@ -186,15 +185,9 @@ def refresh_silver_wellness(
     changes_log = permission_changes(bronze(layout, "garmin_permission_changes"))
     report = WellnessRefresh(full=plan.full)
     changes = Changes(full=plan.full)
-    days = plan.days | set(also_days)
-    if plan.full:
-        days = days | set().union(*(partition_days(layout, t) for t in SILVER_TABLES))
-    chunks = day_chunks(days, FULL_CHUNK_DAYS) if plan.full else [days] if days else []
-    if plan.full and not chunks:
-        chunks = [set()]  # still writes every table's (empty) schema
+    days, chunks = rebuild_chunks(layout, plan, SILVER_TABLES, also_days, FULL_CHUNK_DAYS)
     for chunk in chunks:
-        window = expand_days(chunk)
-        parts = set(plan.index.filter(pl.col("day").is_in(list(window)))["source_sha256"])
+        parts = parts_for(plan, chunk)
         old = [
             scan_silver(layout, t, chunk).select("user_id", "summary_type", "summary_id").collect()
             for t in WELLNESS_TABLES

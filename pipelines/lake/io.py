@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import polars as pl
@@ -26,17 +26,15 @@ def write_parquet_atomic(frame: pl.DataFrame | pl.LazyFrame, path: Path) -> Path
     return path
 
 
-def write_partitioned_atomic(frame: pl.DataFrame, directory: Path, partition_by: list[str]) -> Path:
-    """Replace a hive-partitioned directory as a whole: build beside it, then swap."""
+def replace_directory_atomic(directory: Path, fill: Callable[[Path], None]) -> Path:
+    """Replace a directory as a whole: ``fill`` writes the new content into a sibling, which
+    is then swapped in (two renames; a reader sees the old or the new folder)."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.staging")
     old = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.old")
     try:
         staging.mkdir()
-        if frame.height and partition_by:
-            frame.write_parquet(staging, partition_by=partition_by)
-        else:
-            frame.write_parquet(staging / "part-0.parquet")
+        fill(staging)
         if directory.exists():
             os.replace(directory, old)
         os.replace(staging, directory)

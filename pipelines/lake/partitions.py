@@ -181,6 +181,29 @@ def write_index(layout: LakeLayout, stage: str, index: pl.DataFrame) -> None:
     write_parquet_atomic(index, index_path(layout, stage))
 
 
+def rebuild_chunks(
+    layout: LakeLayout,
+    plan: RefreshPlan,
+    tables: Iterable[str],
+    also_days: Iterable[date],
+    chunk_days: int,
+) -> tuple[set[date], list[set[date]]]:
+    """The days to rewrite and the chunks to rewrite them in. A full rebuild also clears the
+    partitions no input dates any more (after an erasure) and writes every table's schema
+    even when there is no data."""
+    days = plan.days | set(also_days)
+    if not plan.full:
+        return days, [days] if days else []
+    days |= set().union(*(partition_days(layout, t) for t in tables))
+    return days, day_chunks(days, chunk_days) or [set()]
+
+
+def parts_for(plan: RefreshPlan, days: Iterable[date]) -> set[str]:
+    """The bronze parts holding data of these days ± 1 (all a recomputation needs)."""
+    window = list(expand_days(days))
+    return set(plan.index.filter(pl.col("day").is_in(window)).get_column("source_sha256"))
+
+
 def day_chunks(days: Iterable[date], size: int) -> list[set[date]]:
     """Sorted days in chunks of ``size`` (a full rebuild runs chunk by chunk: bounded memory)."""
     ordered = sorted(days)

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from pipelines.lake.io import replace_directory_atomic
 from pipelines.lake.layout import LakeLayout
 from pipelines.lake.partitions import Changes, clear_changes, read_changes, sql_sources
 
@@ -381,12 +381,8 @@ def _write_days(frame: pl.DataFrame, layout: LakeLayout, table: str, root: Path)
 
 def export_gold(con: duckdb.DuckDBPyConnection, layout: LakeLayout, table: str) -> Path:
     """Replace ``gold/<table>/`` as a whole (built beside it, then swapped in)."""
-    directory = layout.gold_dir(table)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.staging")
-    old = directory.with_name(f".{directory.name}.{uuid.uuid4().hex}.old")
-    try:
-        staging.mkdir()
+
+    def fill(staging: Path) -> None:
         if table in GOLD_DAY_COLUMN:
             frame = _gold_frame(con, table, None)
             if frame.height:
@@ -396,13 +392,8 @@ def export_gold(con: duckdb.DuckDBPyConnection, layout: LakeLayout, table: str) 
         else:
             frame = pl.from_arrow(con.sql(f'SELECT * FROM "{table}"').to_arrow_table())
             frame.write_parquet(staging / "part-0.parquet")
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(staging, directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return directory
+
+    return replace_directory_atomic(layout.gold_dir(table), fill)
 
 
 def export_gold_days(
