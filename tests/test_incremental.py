@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import io
+import json
+import os
 import shutil
 
 import duckdb
@@ -125,3 +128,25 @@ def test_changed_sql_models_rebuild_the_warehouse_in_full(settings, monkeypatch)
     assert settings.duckdb.stat().st_ino != inode  # a fresh file was swapped in
     assert build.built_with_current_models(settings.duckdb)
     assert warehouse(settings) == before
+
+
+def test_a_redelivery_that_moves_an_activity_to_another_day_leaves_one_session(settings, fixtures):
+    from tests.conftest import land
+
+    body = json.loads((fixtures / "garmin" / "openwearables_push_activities.json").read_text())
+    land(settings, "garmin/push/first.json", body)
+    assert run_pipeline(settings, out=io.StringIO())
+    # The same activity (activityId, summaryId) re-sent with its start corrected by 400 days:
+    # the days of both deliveries are recomputed together, wherever they lie.
+    moved = copy.deepcopy(body)
+    moved["activities"][0]["startTimeInSeconds"] += 400 * 86_400
+    later = land(settings, "garmin/push/second.json", moved)
+    os.utime(later, (later.stat().st_atime + 60, later.stat().st_mtime + 60))
+    assert run_pipeline(settings, out=io.StringIO())  # blocking check: warehouse == silver
+    rows = warehouse(settings)["sessions"]
+    assert len(rows) == 1
+    incremental = warehouse(settings)
+    shutil.rmtree(settings.lake / "silver")
+    settings.duckdb.unlink()
+    assert run_pipeline(settings, out=io.StringIO())
+    assert warehouse(settings) == incremental

@@ -95,7 +95,11 @@ def _session_spans(files: pl.LazyFrame, sessions: pl.LazyFrame, records: pl.Lazy
 
 def _assign(rows: pl.LazyFrame, spans: pl.LazyFrame, time_column: str) -> pl.LazyFrame:
     """Attach each row to the session of its file whose span contains it."""
-    keyed = spans.select("source_sha256", "session_id", "start_s", "end_s").sort("start_s")
+    # A total order: sessions of one file starting at the same instant must get the same rows
+    # whichever other files are read with them.
+    keyed = spans.select("source_sha256", "session_id", "start_s", "end_s").sort(
+        "start_s", "session_id"
+    )
     return (
         rows.with_columns(_epoch_s(time_column).alias("t_s"))
         .filter(pl.col("t_s").is_not_null())
@@ -178,7 +182,7 @@ def workout_steps(laps: pl.LazyFrame) -> pl.LazyFrame:
             pl.col("device_timer_s").sum(),
             pl.col("device_elapsed_s").sum(),
         )
-        .sort("session_id", "start_s")
+        .sort("session_id", "start_s", "_run")
         .with_columns(
             pl.lit("workout_step").alias("kind"),
             pl.int_range(pl.len()).over("session_id").cast(pl.Int64).alias("interval_index"),
@@ -214,7 +218,8 @@ def fit_activity_model(
     samples = timer_from_events(samples, session_events)
 
     lap_rows = _assign(laps, spans, "start_time_utc")
-    bounds = lap_rows.sort("session_id", "t_s").with_columns(
+    # Laps starting at the same instant keep the file's order (a total order: deterministic).
+    bounds = lap_rows.sort("session_id", "t_s", "lap_index").with_columns(
         pl.lit("lap").alias("kind"),
         pl.int_range(pl.len()).over("session_id").cast(pl.Int64).alias("interval_index"),
         pl.col("t_s").alias("start_s"),

@@ -37,7 +37,7 @@ _SUMMARY_COLUMNS = [
 ]
 
 
-def _activity_key() -> pl.Expr:
+def activity_key() -> pl.Expr:
     # activityId when the item carries it; else the summaryId (never parsed: DESIGN.md §1).
     return pl.coalesce(
         pl.concat_str(pl.lit("activity:"), pl.col("activity_id").cast(pl.String)),
@@ -48,7 +48,7 @@ def _activity_key() -> pl.Expr:
 def _newest_details(details: pl.LazyFrame) -> pl.LazyFrame:
     """(user, activity key) → the delivery whose samples and laps are current."""
     return (
-        details.with_columns(_activity_key().alias("activity_key"))
+        details.with_columns(activity_key().alias("activity_key"))
         .sort("received_at", "source_sha256")
         .group_by("user_id", "activity_key")
         .agg(pl.col("source_sha256").last(), pl.col("summary_id").last())
@@ -64,7 +64,7 @@ def garmin_activity_model(
     """Return (sessions, samples, bounds) in the silver model."""
     versions = pl.concat(
         [activities.select(_SUMMARY_COLUMNS), details.select(_SUMMARY_COLUMNS)]
-    ).with_columns(_activity_key().alias("activity_key"))
+    ).with_columns(activity_key().alias("activity_key"))
     merged = (
         versions.sort("received_at", "source_sha256")
         .group_by("user_id", "activity_key")

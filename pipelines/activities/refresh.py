@@ -21,6 +21,7 @@ from pipelines.activities.build import (
     bronze,
     build_silver_activities,
 )
+from pipelines.activities.from_garmin import activity_key
 from pipelines.activities.model import SESSION_SCHEMA
 from pipelines.lake.layout import LakeLayout
 from pipelines.lake.partitions import (
@@ -44,27 +45,34 @@ FULL_CHUNK_DAYS = 31
 
 
 def part_days(layout: LakeLayout, hashes: set[str]) -> pl.DataFrame:
-    """(part, UTC day) for every session start in these bronze parts (FIT files without a
-    session message: their first record)."""
+    """(part, UTC day, activity key) for every session start in these bronze parts (FIT files
+    without a session message: their first record). The key (user and activityId, else
+    summaryId) ties the deliveries of one activity together wherever they are dated."""
 
-    def starts(table: str, column: str) -> pl.LazyFrame:
+    def garmin(table: str) -> pl.LazyFrame:
         return bronze(layout, table, hashes).select(
-            "source_sha256", partition_day(pl.col(column)).alias("day")
+            "source_sha256",
+            partition_day(pl.col("start_time_utc")).alias("day"),
+            pl.concat_str("user_id", pl.lit("|"), activity_key()).alias("key"),
         )
 
-    first_record = (
-        bronze(layout, "fit_records", hashes)
-        .group_by("source_sha256")
-        .agg(pl.col("time_utc").min())
-        .select("source_sha256", partition_day(pl.col("time_utc")).alias("day"))
+    linked = bronze(layout, "fit_files", hashes).select(
+        "source_sha256",
+        pl.concat_str("user_id", pl.lit("|activity:"), pl.col("activity_id").cast(pl.String)).alias(
+            "key"
+        ),
     )
-    frames = [
-        starts("garmin_activities", "start_time_utc"),
-        starts("garmin_activity_details", "start_time_utc"),
-        starts("fit_sessions", "start_time_utc"),
-        first_record,
-    ]
-    return pl.concat(frames).unique().collect()
+    fit_starts = pl.concat(
+        [
+            bronze(layout, "fit_sessions", hashes).select("source_sha256", "start_time_utc"),
+            bronze(layout, "fit_records", hashes)
+            .group_by("source_sha256")
+            .agg(pl.col("time_utc").min().alias("start_time_utc")),
+        ]
+    ).select("source_sha256", partition_day(pl.col("start_time_utc")).alias("day"))
+    fit = fit_starts.join(linked, on="source_sha256", how="left")
+    frames = [garmin("garmin_activities"), garmin("garmin_activity_details"), fit]
+    return pl.concat(frames, how="vertical_relaxed").unique().collect()
 
 
 @dataclass

@@ -128,8 +128,15 @@ class WellnessRefresh:
 
 
 def part_days(read: Callable[[str], pl.LazyFrame]) -> pl.DataFrame:
+    """(part, UTC day, summary key): every version of a summary is read together."""
     frames = [
-        read(table).select("source_sha256", partition_day(pl.col("start_time_utc")).alias("day"))
+        read(table).select(
+            "source_sha256",
+            partition_day(pl.col("start_time_utc")).alias("day"),
+            pl.concat_str("user_id", pl.lit("|"), "summary_type", pl.lit("|"), version_key()).alias(
+                "key"
+            ),
+        )
         for table in WELLNESS_TABLES
     ]
     return pl.concat(frames).unique().collect()

@@ -25,7 +25,13 @@ from pipelines.lake.layout import LakeLayout
 # Rows whose partition instant is unknown share one partition under this date.
 UNDATED = date(1, 1, 1)
 DAY = "_day"
-INDEX_SCHEMA: dict[str, pl.DataType] = {"source_sha256": pl.String(), "day": pl.Date()}
+# One row per bronze part, day and key: the key names what the part holds a version of (an
+# activity, a summary), so every version of it is read together wherever its days lie.
+INDEX_SCHEMA: dict[str, pl.DataType] = {
+    "source_sha256": pl.String(),
+    "day": pl.Date(),
+    "key": pl.String(),
+}
 EMPTY_FILE = "_empty.parquet"  # carries the schema while a table has no partitions
 
 
@@ -117,8 +123,12 @@ def index_path(layout: LakeLayout, stage: str) -> Path:
 
 
 def read_index(layout: LakeLayout, stage: str) -> pl.DataFrame | None:
+    """The stage's index; None (a full rebuild) when missing or of an older layout."""
     path = index_path(layout, stage)
-    return pl.read_parquet(path) if path.exists() else None
+    if not path.exists():
+        return None
+    index = pl.read_parquet(path)
+    return index if set(INDEX_SCHEMA) <= set(index.columns) else None
 
 
 def bronze_part_hashes(layout: LakeLayout, tables: Iterable[str]) -> set[str]:
@@ -146,8 +156,10 @@ def plan_refresh(
 ) -> RefreshPlan:
     """Decide which days to recompute from the bronze parts not yet in the stage's index.
 
-    ``new_part_days(hashes) -> DataFrame[source_sha256, day]`` dates new parts. A part that
-    disappeared (erasure rewrote or removed it) or a missing index means a full rebuild."""
+    ``new_part_days(hashes) -> DataFrame[source_sha256, day, key]`` dates new parts. The days
+    of older parts holding the same keys are recomputed too (a re-delivery may move a session
+    or summary to another day). A part that disappeared (erasure rewrote or removed it) or a
+    missing index means a full rebuild."""
     present = bronze_part_hashes(layout, tables)
     index = read_index(layout, stage)
     if index is not None and not force_full:
@@ -157,8 +169,10 @@ def plan_refresh(
             if not new:
                 return RefreshPlan(False, set(), index)
             dated = _dated(new_part_days(new), new)
+            index = pl.concat([index, dated])
             touched = set(dated.get_column("day").to_list())
-            return RefreshPlan(False, expand_days(touched, margin), pl.concat([index, dated]))
+            touched |= set(_same_keys(index, dated).get_column("day").to_list())
+            return RefreshPlan(False, expand_days(touched, margin), index)
     dated = _dated(new_part_days(present), present) if present else _empty_index()
     return RefreshPlan(True, set(dated.get_column("day").to_list()), dated)
 
@@ -169,12 +183,19 @@ def _empty_index() -> pl.DataFrame:
 
 def _dated(frame: pl.DataFrame, hashes: set[str]) -> pl.DataFrame:
     """Every part gets at least one row (UNDATED when nothing in it carries a date)."""
-    frame = frame.select(pl.col("source_sha256").cast(pl.String), pl.col("day").cast(pl.Date))
-    missing = hashes - set(frame.get_column("source_sha256").to_list())
+    frame = frame.select([pl.col(c).cast(t) for c, t in INDEX_SCHEMA.items()])
+    missing = sorted(hashes - set(frame.get_column("source_sha256").to_list()))
     extra = pl.DataFrame(
-        {"source_sha256": sorted(missing), "day": [UNDATED] * len(missing)}, schema=INDEX_SCHEMA
+        {"source_sha256": missing, "day": [UNDATED] * len(missing), "key": [None] * len(missing)},
+        schema=INDEX_SCHEMA,
     )
-    return pl.concat([frame, extra]).unique().sort("day", "source_sha256")
+    return pl.concat([frame, extra]).unique().sort("day", "source_sha256", "key")
+
+
+def _same_keys(index: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
+    """Index rows sharing a (non-null) key with ``rows``."""
+    keys = rows.select("key").drop_nulls().unique()
+    return index.join(keys, on="key", how="semi")
 
 
 def write_index(layout: LakeLayout, stage: str, index: pl.DataFrame) -> None:
@@ -199,9 +220,16 @@ def rebuild_chunks(
 
 
 def parts_for(plan: RefreshPlan, days: Iterable[date]) -> set[str]:
-    """The bronze parts holding data of these days ± 1 (all a recomputation needs)."""
-    window = list(expand_days(days))
-    return set(plan.index.filter(pl.col("day").is_in(window)).get_column("source_sha256"))
+    """The bronze parts a recomputation of these days needs: those holding data of the days
+    ± 1, and every part holding another version of the same keys (wherever it is dated)."""
+    index = plan.index
+    rows = index.filter(pl.col("day").is_in(list(expand_days(days))))
+    while True:  # until no new key comes in (usually one round)
+        more = _same_keys(index, rows)
+        grown = pl.concat([rows, more]).unique()
+        if grown.height == rows.height:
+            return set(rows.get_column("source_sha256"))
+        rows = grown
 
 
 def day_chunks(days: Iterable[date], size: int) -> list[set[date]]:
