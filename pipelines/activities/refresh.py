@@ -93,7 +93,7 @@ def local_date(sessions: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _recompute(layout: LakeLayout, plan: RefreshPlan, days: set[date], changes: Changes):
-    """Rewrite the partitions of ``days`` from the bronze parts of ``days`` ± 1."""
+    """Rewrite the partitions of ``days`` from the bronze parts they need (parts_for)."""
     parts = parts_for(plan, days)
     old = (
         scan_silver(layout, "sessions", days, SESSION_SCHEMA)
