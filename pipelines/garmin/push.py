@@ -30,7 +30,7 @@ from pipelines.garmin.fields import (
 from pipelines.garmin.summaries import (
     SPECS,
     SUMMARY_TABLES,
-    series_frame,
+    SeriesRows,
     sleep_levels_frame,
     summary_row,
 )
@@ -169,6 +169,7 @@ class ParsedPush:
     item_counts: dict[str, int] = field(default_factory=dict)
     unknown_types: set[str] = field(default_factory=set)
     dropped_erased: int = 0  # items of erased users dated before their deregistration
+    series: SeriesRows = field(default_factory=SeriesRows)  # garmin_timeseries, as arrays
 
     def add_row(self, table: str, row: dict) -> None:
         self.rows.setdefault(table, []).append(row)
@@ -182,6 +183,8 @@ class ParsedPush:
         out = {}
         for table, schema in BRONZE_TABLES.items():
             parts = list(self.frames.get(table, []))
+            if table == "garmin_timeseries" and len(self.series):
+                parts.append(self.series.frame())
             if self.rows.get(table):
                 parts.append(pl.DataFrame(self.rows[table], schema=schema))
             out[table] = pl.concat(parts, how="vertical") if parts else _empty_table(table)
@@ -524,13 +527,14 @@ def _parse_item(summary_type: str, index: int, item: Any, out: ParsedPush) -> No
         spec = SPECS[summary_type]
         keys = _item_keys(summary_type, index, item)
         row = summary_row(spec, keys, item)
-        series = series_frame(spec, keys, item)
+        series = SeriesRows()
+        series.add_item(spec, keys, item)  # parsed before anything is added: refusals add nothing
         levels = sleep_levels_frame(keys, item) if summary_type == "sleeps" else None
         # Maps already exploded into their own tables are left out, as samples and laps are
         # for activityDetails: raw_json keeps what is not modelled.
         row["raw_json"] = _without(item, *EXPLODED_KEYS)
         out.add_row(spec.table, row)
-        out.add("garmin_timeseries", series)
+        out.series.merge(series)
         if levels is not None:
             out.add("garmin_sleep_levels", levels)
     else:

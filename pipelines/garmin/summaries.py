@@ -285,49 +285,98 @@ def summary_row(spec: SummarySpec, keys: dict[str, Any], item: dict[str, Any]) -
     return row
 
 
-def series_frame(spec: SummarySpec, keys: dict[str, Any], item: dict[str, Any]) -> pl.DataFrame:
-    """Time-offset maps → long rows (offsets are seconds after the summary's start).
+class SeriesRows:
+    """Time-series rows of many summaries, kept as arrays until one frame is built: a Polars
+    frame per summary would cost more than parsing the summary itself."""
 
-    Built from eager Series, without lazy queries: a summary's maps are small and many, and
-    each query would cost a thread-pool round trip per summary."""
-    start = coerce(item, spec.time_key, "int")
-    parts = []
-    for key, series in spec.series:
-        values = item.get(key)
-        plain = int_map(values.raw) if isinstance(values, Undecoded) else None
-        if plain is not None:  # the common shape, read without a Python object per entry
-            offsets = pl.Series(plain[0])
-            numbers = pl.Series(plain[1].astype(np.float64))
-        else:
-            offsets, numbers = _series_values(key, decoded(values))
-            if offsets is None:
-                continue
-        if series in SENTINEL_NEGATIVE_SERIES:
-            numbers = numbers.set(numbers < 0, None)  # = when(value < 0).then(None)
-        parts.append((series, offsets, numbers))
-    if not parts:
-        return pl.DataFrame(schema=TIMESERIES_SCHEMA)
-    offsets = pl.concat([part[1] for part in parts])
-    n = offsets.len()
-    if start is None:
-        time_utc = pl.Series("time_utc", [None] * n, dtype=pl.Datetime("us", "UTC"))
-    else:
+    def __init__(self) -> None:
+        self.labels: list[tuple[Any, Any, Any, str]] = []  # type, id, user, series per part
+        self.starts: list[int | None] = []
+        self.offsets: list[np.ndarray] = []
+        self.values: list[np.ndarray] = []
+        self.nulls: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def merge(self, other: SeriesRows) -> None:
+        self.labels += other.labels
+        self.starts += other.starts
+        self.offsets += other.offsets
+        self.values += other.values
+        self.nulls += other.nulls
+
+    def add_item(self, spec: SummarySpec, keys: dict[str, Any], item: dict[str, Any]) -> None:
+        """Time-offset maps of one summary → rows (offsets are seconds after its start)."""
+        start = coerce(item, spec.time_key, "int")
+        parts = []
+        for key, series in spec.series:
+            values = item.get(key)
+            plain = int_map(values.raw) if isinstance(values, Undecoded) else None
+            if plain is not None:  # the common shape, read without a Python object per entry
+                offsets, numbers = plain[0], plain[1].astype(np.float64)
+                nulls = np.zeros(len(numbers), bool)
+            else:
+                offset_series, number_series = _series_values(key, decoded(values))
+                if offset_series is None:
+                    continue
+                offsets = offset_series.to_numpy()
+                nulls = number_series.is_null().to_numpy()
+                numbers = number_series.fill_null(0.0).to_numpy()
+            if series in SENTINEL_NEGATIVE_SERIES:
+                nulls = nulls | (numbers < 0)  # = when(value < 0).then(None)
+            parts.append((series, offsets, numbers, nulls))
+        # Only once every map of the item parsed: a refused item adds nothing.
+        for series, offsets, numbers, nulls in parts:
+            self.labels.append((keys["summary_type"], keys["summary_id"], keys["user_id"], series))
+            self.starts.append(start)
+            self.offsets.append(offsets)
+            self.values.append(numbers)
+            self.nulls.append(nulls)
+
+    def frame(self) -> pl.DataFrame:
+        if not self.offsets:
+            return pl.DataFrame(schema=TIMESERIES_SCHEMA)
+        counts = np.fromiter((len(o) for o in self.offsets), np.int64, len(self.offsets))
+        part = np.repeat(np.arange(len(counts)), counts)
+        labels = pl.DataFrame(
+            self.labels,
+            schema={
+                "summary_type": pl.String(),
+                "summary_id": pl.String(),
+                "user_id": pl.String(),
+                "series": pl.String(),
+            },
+            orient="row",
+        )[part]
+        no_start = np.fromiter((s is None for s in self.starts), bool, len(self.starts))[part]
+        start = np.fromiter((s or 0 for s in self.starts), np.int64, len(self.starts))[part]
+        offsets = np.concatenate(self.offsets).astype(np.int64)
+        nulls = np.concatenate(self.nulls)
         # = pl.from_epoch(start + offset_s, "s").dt.replace_time_zone("UTC"): µs since epoch
-        epoch_us = (offsets + pl.Series([start], dtype=pl.Int64())) * 1_000_000
-        time_utc = epoch_us.cast(pl.Datetime("us", "UTC")).alias("time_utc")
-    return pl.DataFrame(
-        {
-            "summary_type": _constant(keys["summary_type"], pl.String(), n),
-            "summary_id": _constant(keys["summary_id"], pl.String(), n),
-            "user_id": _constant(keys["user_id"], pl.String(), n),
-            "series": pl.concat(
-                [_constant(series, pl.String(), part.len()) for series, part, _ in parts]
-            ),
-            "offset_s": offsets.alias("offset_s"),
-            "time_utc": time_utc,
-            "value": pl.concat([part[2] for part in parts]).alias("value"),
-        }  # in TIMESERIES_SCHEMA's order
-    )
+        time_us = pl.Series("time_utc", offsets) + pl.Series(start)
+        time_utc = (time_us * 1_000_000).cast(pl.Datetime("us", "UTC"))
+        return (
+            labels.with_columns(
+                pl.Series("offset_s", offsets),
+                time_utc.alias("time_utc"),
+                pl.Series("value", np.concatenate(self.values)),
+                pl.Series("_no_start", no_start),
+                pl.Series("_null", nulls),
+            )
+            .with_columns(
+                pl.when(pl.col("_no_start")).then(None).otherwise("time_utc").alias("time_utc"),
+                pl.when(pl.col("_null")).then(None).otherwise("value").alias("value"),
+            )
+            .select(list(TIMESERIES_SCHEMA))
+        )
+
+
+def series_frame(spec: SummarySpec, keys: dict[str, Any], item: dict[str, Any]) -> pl.DataFrame:
+    """Time-offset maps of one summary as long rows (see SeriesRows)."""
+    rows = SeriesRows()
+    rows.add_item(spec, keys, item)
+    return rows.frame()
 
 
 def _series_values(key: str, values: Any) -> tuple[pl.Series | None, pl.Series | None]:
