@@ -1,11 +1,10 @@
 import dagster as dg
-import polars as pl
 
 from pipelines.activities.build import FIT_TABLES, bronze
 from pipelines.activities.refresh import refresh_silver_activities
 from pipelines.garmin.lifecycle import (
     permission_changes,
-    refresh_seen,
+    refresh_users_seen,
     seen_deliveries,
     users_table,
 )
@@ -13,7 +12,6 @@ from pipelines.garmin.push import BRONZE_TABLES
 from pipelines.garmin.wellness import refresh_silver_wellness
 from pipelines.lake.erasure import read_audit
 from pipelines.lake.io import write_parquet_atomic
-from pipelines.lake.partitions import bronze_part_hashes, index_path
 from pipelines.lake.quarantine import read_quarantine
 from pipelines.resources import WearhouseLake
 
@@ -59,25 +57,10 @@ def silver_wellness(lake: WearhouseLake) -> dg.MaterializeResult:
     layout = lake.layout
     report = refresh_silver_wellness(layout)
     tables = [t for t in (*BRONZE_TABLES, *FIT_TABLES) if t != "garmin_deregistrations"]
-    seen_path = index_path(layout, "users_seen")
-    parts_path = index_path(layout, "users_seen_parts")
-    counted = (
-        set(pl.read_parquet(parts_path).get_column("source_sha256"))
-        if parts_path.exists()
-        else set()
-    )
-    seen, counted = refresh_seen(
-        pl.read_parquet(seen_path) if seen_path.exists() and parts_path.exists() else None,
-        counted,
-        bronze_part_hashes(layout, tables),
-        lambda table, parts: bronze(layout, table, parts),
-        tables,
-    )
+    seen = refresh_users_seen(layout, tables, lambda table, parts: bronze(layout, table, parts))
     changes = permission_changes(bronze(layout, "garmin_permission_changes"))
     users = users_table(seen_deliveries(seen), changes, read_audit(layout).lazy()).collect()
     write_parquet_atomic(users, layout.silver_path("users"))
-    write_parquet_atomic(seen, seen_path)
-    write_parquet_atomic(pl.DataFrame({"source_sha256": sorted(counted)}), parts_path)
     return dg.MaterializeResult(
         metadata={
             "full_rebuild": report.full,

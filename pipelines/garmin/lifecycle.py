@@ -6,6 +6,10 @@ from collections.abc import Callable, Iterable
 
 import polars as pl
 
+from pipelines.lake.io import write_parquet_atomic
+from pipelines.lake.layout import LakeLayout
+from pipelines.lake.partitions import bronze_part_hashes, index_path
+
 
 def permission_changes(changes: pl.LazyFrame) -> pl.LazyFrame:
     """One row per change: user, when (the change time, else when we received it), what."""
@@ -116,6 +120,30 @@ def refresh_seen(
         .collect()
     )
     return seen, (counted | new) if keep else set(present)
+
+
+def refresh_users_seen(
+    layout: LakeLayout, tables: Iterable[str], read: Callable[[str, set[str]], pl.LazyFrame]
+) -> pl.DataFrame:
+    """refresh_seen over the stored summary (``silver/_index/users_seen*``), stored again."""
+    seen_path = index_path(layout, "users_seen")
+    parts_path = index_path(layout, "users_seen_parts")
+    stored = seen_path.exists() and parts_path.exists()
+    seen, counted = refresh_seen(
+        pl.read_parquet(seen_path) if stored else None,
+        set(pl.read_parquet(parts_path).get_column("source_sha256")) if stored else set(),
+        bronze_part_hashes(layout, tables),
+        read,
+        tables,
+    )
+    # Summary first, parts last: a crash between them only means parts are counted again
+    # (first/last are a min and a max: counting twice changes nothing).
+    write_parquet_atomic(seen, seen_path)
+    counted_frame = pl.DataFrame(
+        {"source_sha256": sorted(counted)}, schema={"source_sha256": pl.String()}
+    )
+    write_parquet_atomic(counted_frame, parts_path)
+    return seen
 
 
 def seen_deliveries(seen: pl.DataFrame) -> pl.LazyFrame:

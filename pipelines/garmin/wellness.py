@@ -14,18 +14,17 @@ from datetime import date
 
 import polars as pl
 
+from pipelines.activities.build import bronze
 from pipelines.garmin.lifecycle import filter_permitted, permission_changes
 from pipelines.garmin.summaries import SPECS
 from pipelines.lake.layout import LakeLayout
 from pipelines.lake.partitions import (
     DAY,
     Changes,
-    bronze_part_hashes,
     partition_day,
     partition_files,
     parts_for,
     plan_refresh,
-    read_index,
     rebuild_chunks,
     record_changes,
     replace_partitions,
@@ -108,9 +107,10 @@ def build_silver_wellness(
 # --- incremental silver ---------------------------------------------------------------------
 #
 # Summaries are partitioned by the UTC day they start on; their series and sleep levels go with
-# them. New parts touch their summaries' days; those days ± 1 are recomputed from the parts of
-# those days ± 1 more (a final sleep may start minutes away from its tentative version, across
-# midnight). A new permission change or a missing index rebuilds everything.
+# them. New parts touch their summaries' days; those days ± 1 (a final sleep may start minutes
+# away from its tentative version, across midnight) and the days of other versions of the same
+# summaries are recomputed (pipelines.lake.partitions). A new permission change or a missing
+# index rebuilds everything.
 
 STAGE = "wellness"
 CHILD_TABLES = ("garmin_timeseries", "garmin_sleep_levels")
@@ -177,17 +177,13 @@ def refresh_silver_wellness(
     layout: LakeLayout, force_full: bool = False, also_days: Iterable[date] = ()
 ) -> WellnessRefresh:
     """Recompute the days new bronze parts touch (and ``also_days``: a backfill)."""
-    from pipelines.activities.build import bronze  # one bronze reader for every stage
-
-    index = read_index(layout, STAGE)
-    known = set() if index is None else set(index.get_column("source_sha256").to_list())
-    new_permissions = bronze_part_hashes(layout, ["garmin_permission_changes"]) - known
     plan = plan_refresh(
         layout,
         STAGE,
         BRONZE_INPUTS,
         lambda h: part_days(lambda table: bronze(layout, table, h)),
-        force_full or bool(new_permissions),
+        force_full,
+        rebuild_on=["garmin_permission_changes"],  # it may drop rows on any later day
     )
     changes_log = permission_changes(bronze(layout, "garmin_permission_changes"))
     report = WellnessRefresh(full=plan.full)

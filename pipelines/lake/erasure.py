@@ -215,7 +215,7 @@ def erase_user(
     # Silver's indexes and pending change logs describe the old bronze (and name the user):
     # dropping them makes every silver stage and the warehouse rebuild in full.
     for state in ("_index", "_changes"):
-        shutil.rmtree(layout.root / "silver" / state, ignore_errors=True)
+        shutil.rmtree(layout.silver_state_dir(state), ignore_errors=True)
 
     audit = pl.concat(
         [

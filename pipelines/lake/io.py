@@ -26,6 +26,18 @@ def write_parquet_atomic(frame: pl.DataFrame | pl.LazyFrame, path: Path) -> Path
     return path
 
 
+def write_text_atomic(text: str, path: Path) -> Path:
+    """A small text file, written beside ``path`` and renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def replace_directory_atomic(directory: Path, fill: Callable[[Path], None]) -> Path:
     """Replace a directory as a whole: ``fill`` writes the new content into a sibling, which
     is then swapped in (two renames; a reader sees the old or the new folder)."""

@@ -31,6 +31,11 @@ class LakeLayout:
         """Small silver tables: one file, rewritten whole."""
         return self.root / "silver" / f"{table}.parquet"
 
+    def silver_state_dir(self, kind: str) -> Path:
+        """Bookkeeping of the incremental silver stages: ``_index`` (which bronze parts hold
+        which days and keys) and ``_changes`` (what the warehouse has still to apply)."""
+        return self.root / "silver" / kind
+
     def silver_dir(self, table: str) -> Path:
         """Silver tables that grow with time: one file per UTC day (pipelines.lake.partitions)."""
         return self.root / "silver" / table

@@ -11,7 +11,6 @@ only means the warehouse applies it on the next run; applying twice is harmless)
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.lake.io import parquet_parts, write_parquet_atomic
+from pipelines.lake.io import parquet_parts, write_parquet_atomic, write_text_atomic
 from pipelines.lake.layout import LakeLayout
 
 # Rows whose partition instant is unknown share one partition under this date.
@@ -102,9 +101,7 @@ def replace_partitions(
 ) -> None:
     """Make the partitions of ``days`` hold exactly the rows of ``frame`` (which carries the
     partition column ``_day``, dropped on write). Each file is replaced atomically."""
-    directory = layout.silver_dir(table)
-    rows = frame.drop(DAY)
-    write_parquet_atomic(rows.head(0), directory / EMPTY_FILE)
+    write_parquet_atomic(frame.head(0).drop(DAY), layout.silver_dir(table) / EMPTY_FILE)
     by_day = {key[0]: part.drop(DAY) for key, part in frame.partition_by(DAY, as_dict=True).items()}
     for day in sorted(set(days) | set(by_day)):
         path = partition_file(layout, table, day)
@@ -119,7 +116,7 @@ def replace_partitions(
 
 
 def index_path(layout: LakeLayout, stage: str) -> Path:
-    return layout.root / "silver" / "_index" / f"{stage}.parquet"
+    return layout.silver_state_dir("_index") / f"{stage}.parquet"
 
 
 def read_index(layout: LakeLayout, stage: str) -> pl.DataFrame | None:
@@ -138,8 +135,8 @@ def bronze_part_hashes(layout: LakeLayout, tables: Iterable[str]) -> set[str]:
 
 @dataclass
 class RefreshPlan:
-    """What one stage recomputes this run. Recomputing a set of days reads the bronze parts
-    the index dates within those days ± 1."""
+    """What one stage recomputes this run (``parts_for`` says which bronze parts a set of days
+    needs)."""
 
     full: bool
     days: set[date]  # partitions to rewrite
@@ -152,20 +149,22 @@ def plan_refresh(
     tables: Iterable[str],
     new_part_days,
     force_full: bool = False,
+    rebuild_on: Iterable[str] = (),
     margin: int = 1,
 ) -> RefreshPlan:
     """Decide which days to recompute from the bronze parts not yet in the stage's index.
 
     ``new_part_days(hashes) -> DataFrame[source_sha256, day, key]`` dates new parts. The days
     of older parts holding the same keys are recomputed too (a re-delivery may move a session
-    or summary to another day). A part that disappeared (erasure rewrote or removed it) or a
-    missing index means a full rebuild."""
+    or summary to another day). A part that disappeared (erasure rewrote or removed it), a new
+    part of a ``rebuild_on`` table (e.g. a permission change) or a missing index means a full
+    rebuild."""
     present = bronze_part_hashes(layout, tables)
     index = read_index(layout, stage)
     if index is not None and not force_full:
         known = set(index.get_column("source_sha256").to_list())
-        if known <= present:
-            new = present - known
+        new = present - known
+        if known <= present and not new & bronze_part_hashes(layout, rebuild_on):
             if not new:
                 return RefreshPlan(False, set(), index)
             dated = _dated(new_part_days(new), new)
@@ -270,7 +269,7 @@ class Changes:
 
 
 def changes_path(layout: LakeLayout, stage: str) -> Path:
-    return layout.root / "silver" / "_changes" / f"{stage}.json"
+    return layout.silver_state_dir("_changes") / f"{stage}.json"
 
 
 def read_changes(layout: LakeLayout, stage: str) -> Changes:
@@ -281,11 +280,7 @@ def read_changes(layout: LakeLayout, stage: str) -> Changes:
 def record_changes(layout: LakeLayout, stage: str, changes: Changes) -> None:
     """Add to the stage's pending changes (atomically: written beside, then renamed)."""
     merged = read_changes(layout, stage).merge(changes)
-    path = changes_path(layout, stage)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(merged.to_json())
-    tmp.replace(path)
+    write_text_atomic(merged.to_json(), changes_path(layout, stage))
 
 
 def clear_changes(layout: LakeLayout, stage: str, applied: Changes) -> None:

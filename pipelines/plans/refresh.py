@@ -47,7 +47,7 @@ class PlanRefresh:
 def planned_hashes(planned: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
     """planned_session_id, planned_date and one hash of the session row and its steps."""
     step_hash = steps.group_by("planned_session_id").agg(
-        pl.struct(pl.all()).sort_by("step_index").hash().sum().alias("steps_hash")
+        pl.struct(pl.all()).hash().sum().alias("steps_hash")  # a sum: order-independent
     )
     return (
         planned.select(
@@ -168,8 +168,9 @@ def refresh_plan_matches(
         changes.add("planned", matches.get_column("planned_session_id"))
         report.matches = matches
     report.days = len(days)
-    for name, frame in (("planned_sessions", planned), ("planned_steps", steps)):
-        write_parquet_atomic(frame, layout.silver_path(name))
+    if planned_changed:
+        for name, frame in (("planned_sessions", planned), ("planned_steps", steps)):
+            write_parquet_atomic(frame, layout.silver_path(name))
     record_changes(layout, STAGE, changes)
     write_parquet_atomic(hashes, state)
     return report

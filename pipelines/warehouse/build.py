@@ -30,7 +30,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from pipelines.lake.io import replace_directory_atomic
+from pipelines.lake.io import replace_directory_atomic, write_parquet_atomic
 from pipelines.lake.layout import LakeLayout
 from pipelines.lake.partitions import Changes, clear_changes, read_changes, sql_sources
 
@@ -371,10 +371,7 @@ def _write_days(frame: pl.DataFrame, layout: LakeLayout, table: str, root: Path)
     written = set()
     for (day,), part in frame.partition_by("_gold_day", as_dict=True).items():
         path = root / gold_file(layout, table, day).relative_to(layout.gold_dir(table))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        part.drop("_gold_day").write_parquet(tmp)
-        os.replace(tmp, path)
+        write_parquet_atomic(part.drop("_gold_day"), path)
         written.add(day)
     return written
 
