@@ -372,13 +372,6 @@ class SeriesRows:
         )
 
 
-def series_frame(spec: SummarySpec, keys: dict[str, Any], item: dict[str, Any]) -> pl.DataFrame:
-    """Time-offset maps of one summary as long rows (see SeriesRows)."""
-    rows = SeriesRows()
-    rows.add_item(spec, keys, item)
-    return rows.frame()
-
-
 def _series_values(key: str, values: Any) -> tuple[pl.Series | None, pl.Series | None]:
     """A decoded time-offset map as (offsets, values); (None, None) when empty or absent."""
     if not values:
