@@ -162,6 +162,49 @@ def test_boundaries_outside_samples_are_flagged_not_invented():
     assert at["out_of_range"][0]
 
 
+def test_distance_counts_from_zero_where_the_first_sample_has_none():
+    """The first sample (timer start) often has no distance: a first reading the speeds can
+    reach gives the start 0 m; a first reading they cannot (a stream starting mid-activity)
+    is held, not invented."""
+    t = np.array([0.0, 5.0, 9.0, 14.0, 20.0])
+    d = np.array([np.nan, 15.0, 27.0, 42.0, 60.0])  # NaN: missing, as null
+    for first_reading, start_value in ((15.0, 0.0), (5015.0, 5015.0)):
+        samples = pl.DataFrame(
+            {
+                "session_id": "s",
+                "t_s": START + t,
+                "distance_m": d + (first_reading - 15.0),
+                "speed_mps": [None, 3.0, 3.0, 3.0, 3.0],
+                "hr_bpm": 120.0,
+            }
+        )
+        out = measure(samples, laps_frame("s", [(0.0, 20.0)]))
+        assert out["distance_m"][0] == pytest.approx(60.0 + first_reading - 15.0 - start_value)
+        assert not out["start_out_of_range"][0]
+
+
+def test_real_first_lap_keeps_the_distance_before_the_first_reading(fixtures):
+    """Wahoo ELEMNT BOLT: the first record (the lap start) has no distance, the next ones do.
+    With records 1–4 dropped (smart recording) the first reading is 29 m in; holding it back to
+    the start would lose those 29 m (−3 % on this lap); the device's lap total is the truth."""
+    from pipelines.fit.decode import decode_fit
+
+    name = "elemnt-bolt-no-application-id-inside-developer-data-id.fit"
+    decoded = decode_fit((fixtures / "fit" / name).read_bytes())
+    epoch = lambda c: pl.col(c).dt.epoch("ms") / 1000  # noqa: E731
+    records = decoded.records.select(
+        pl.lit("s").alias("session_id"), epoch("time_utc").alias("t_s"), "distance_m", "speed_mps"
+    )
+    assert records["distance_m"][0] is None and records["distance_m"][1] == 0.0
+    lap = decoded.laps.row(0, named=True)
+    start = lap["start_time_utc"].timestamp()
+    laps = laps_frame("s", [(start - START, start + lap["total_elapsed_time_s"] - START)])
+    thinned = records.filter(~pl.int_range(pl.len()).is_between(1, 4))
+    assert thinned["distance_m"][1] > 25.0
+    error = measure(thinned, laps)["distance_m"][0] / lap["total_distance_m"] - 1
+    assert abs(error) < 0.01
+
+
 def test_indoor_session_gets_distance_from_speed():
     t = np.arange(0.0, 100.0, 2.0)
     samples = pl.DataFrame({"session_id": "s", "t_s": START + t, "speed_mps": 2.5})
