@@ -304,6 +304,8 @@ def randomized_sessions(seed: int, n_sessions: int = 5) -> tuple[pl.DataFrame, p
         distance = np.cumsum(speed * timer_step)
         if rng.random() < 0.3 and n > 10:
             distance[int(rng.integers(5, n)) :] -= distance[4]  # the odometer restarts
+        if rng.random() < 0.3:
+            distance[0] = np.nan  # a first sample without distance (zero start, or not)
         df = pl.DataFrame(
             {
                 "session_id": [sid] * n,
@@ -316,7 +318,7 @@ def randomized_sessions(seed: int, n_sessions: int = 5) -> tuple[pl.DataFrame, p
                 "cadence": 80.0 + rng.integers(0, 20, n),
                 "power_w": 200.0 + rng.integers(0, 100, n),
             }
-        )
+        ).with_columns(pl.col("distance_m").fill_nan(None))
         for c in df.columns[2:]:
             if rng.random() < 0.4:
                 share = rng.choice([0.05, 0.3, 1.0], p=[0.5, 0.4, 0.1])
@@ -385,14 +387,23 @@ def test_array_method_equals_the_previous_polars_method_on_randomized_sessions(s
 
     previous_clean, previous_metrics, _ = previous_implementation()
     samples, laps = randomized_sessions(seed)
+    cleaned = clean_samples(samples.lazy()).collect().sort("session_id", "t_s")
     for intervals in (laps, laps.drop("target_type", "target_low", "target_high")):
         new = interval_metrics(clean_samples(samples.lazy()), intervals.lazy()).collect()
-        old = previous_metrics(previous_clean(samples.lazy()), intervals.lazy()).collect()
+        old = previous_metrics(cleaned.lazy(), intervals.lazy()).collect()
         assert_same_frames(new, old)
         assert new["pause_count"].sum() > 0 or seed % 4  # pauses really occur
-    cleaned = clean_samples(samples.lazy()).collect().sort("session_id", "t_s")
+    # Cleaning as before, but for the zero-start rule (added after the frozen copy): a first
+    # sample without distance reads 0 when the first reading is within reach of the speeds.
     old_cleaned = previous_clean(samples.lazy()).collect().sort("session_id", "t_s")
-    assert_same_frames(cleaned, old_cleaned)
+    first_missing = old_cleaned.select(
+        (pl.int_range(pl.len()).over("session_id") == 0) & pl.col("distance_m").is_null()
+    ).to_series()
+    new_d, old_d = cleaned["distance_m"], old_cleaned["distance_m"]
+    changed = (new_d.is_null() != old_d.is_null()) | ((new_d - old_d).abs() > 1e-9).fill_null(False)
+    assert not (changed & ~first_missing).any()  # only missing first distances changed …
+    assert (cleaned["distance_m"].filter(changed) == 0.0).all()  # … and only to 0 m
+    assert_same_frames(cleaned.drop("distance_m"), old_cleaned.drop("distance_m"))
 
 
 def test_numpy_speed_ramp_is_the_polars_one_bit_for_bit():
