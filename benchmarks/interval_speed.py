@@ -95,8 +95,12 @@ SESSION_SPAN_S = 1e6  # numpy key: session code × span + seconds since the sess
 # --------------------------------------------------------------------------------------------
 
 
-def generate(n_sessions: int, n_samples: int, seed: int, directory: Path) -> dict:
-    """Write ``samples.parquet`` and ``laps.parquet`` (both sorted by session) to directory."""
+def generate(
+    n_sessions: int, n_samples: int, seed: int, directory: Path, first_session: int = 0
+) -> dict:
+    """Write ``samples.parquet`` and ``laps.parquet`` (both sorted by session) to directory.
+    ``first_session`` numbers the sessions (ids and start days), so that several calls with
+    different offsets and seeds make one larger input in parts."""
     import polars as pl
 
     rng = np.random.default_rng(seed)
@@ -121,9 +125,10 @@ def generate(n_sessions: int, n_samples: int, seed: int, directory: Path) -> dic
     step[:, 0] = 0.0
     distance = np.cumsum(step, axis=1)
     timer = np.cumsum(moving, axis=1)
-    starts = EPOCH0 + np.arange(n_sessions) * 86_400.0 + rng.uniform(0, 40_000, n_sessions)
+    days = first_session + np.arange(n_sessions)
+    starts = EPOCH0 + days * 86_400.0 + rng.uniform(0, 40_000, n_sessions)
     t = starts[:, None] + rel_t
-    ids = [hashlib.sha256(f"session-{k}".encode()).hexdigest()[:20] for k in range(n_sessions)]
+    ids = [hashlib.sha256(f"session-{k}".encode()).hexdigest()[:20] for k in days]
     order = np.argsort(ids)  # stored sorted by session_id, as a lake partition would be
 
     lap_rows: dict[str, list] = {"session_id": [], "interval_index": [], "start_s": [], "end_s": []}
