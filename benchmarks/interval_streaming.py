@@ -142,7 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--generate", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.generate:
+        size = generate_parts(args.data, args.generate, args.part_activities, args.seed)
+        print(json.dumps(size))
+        return 0
     if args.worker:
         worker(args.worker, args.data, args.result)
         return 0
@@ -154,7 +159,18 @@ def main(argv: list[str] | None = None) -> int:
             data = Path(tmp) / f"n{activities}"
             data.mkdir()
             t0 = time.perf_counter()
-            size = generate_parts(data, activities, args.part_activities, args.seed)
+            # In a child: a child's peak RSS starts from its parent's RSS at fork time.
+            command = [sys.executable, "-m", "benchmarks.interval_streaming", "--data", str(data)]
+            command += ["--generate", str(activities), "--seed", str(args.seed)]
+            command += ["--part-activities", str(args.part_activities)]
+            generated = subprocess.run(
+                command,
+                cwd=Path(__file__).resolve().parent.parent,
+                capture_output=True,
+                check=True,
+                text=True,
+            )
+            size = json.loads(generated.stdout.strip().splitlines()[-1])
             print(
                 f"input: {size['samples']:,} samples ({activities:,} activities, "
                 f"{size['laps']:,} laps) in {size['parts']} parts, "
