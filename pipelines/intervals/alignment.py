@@ -36,6 +36,7 @@ sample column counts as missing (the Polars query told NaN from null; decoders g
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
@@ -724,24 +725,25 @@ def _block(t, cols: A.Columns, starts, a, b, lo, hi, gap_threshold_s, targets) -
     del run_start, p_true, p_false
 
     if targets is not None:
-        stats["time_in_target_s"] = _time_in_target(
-            targets,
-            cols,
-            dt,
-            paused,
-            has_rows,
-            inner,
-            many,
-            full_s,
-            full_e,
+        first_piece = CutSegment(
             dt_start,
             paused_start,
-            start_next,
-            at_a,
+            at_a["speed_mps"],
+            at_a["hr_bpm"],
+            start_next["distance_m"] - at_a["distance_m"],
+            has_rows,
+        )
+        last_piece = CutSegment(
             dt_end,
             paused_end,
-            end_values,
-            end_from,
+            end_from["speed_mps"],
+            end_from["hr_bpm"],
+            end_values["distance_m"] - end_from["distance_m"],
+            inner,
+        )
+        whole = WholeSegments(dt, paused, full_s, full_e, many)
+        stats["time_in_target_s"] = np.where(
+            has_rows, _time_in_target(targets, cols, whole, (first_piece, last_piece)), np.nan
         )
 
     out = {f"start_{c}": at_a[c] for c in CUMULATIVE} | {f"end_{c}": at_b[c] for c in CUMULATIVE}
@@ -754,86 +756,79 @@ def _block(t, cols: A.Columns, starts, a, b, lo, hi, gap_threshold_s, targets) -
     return out | stats
 
 
-def _time_in_target(
-    targets,
-    cols,
-    dt,
-    paused,
-    has_rows,
-    inner,
-    many,
-    full_s,
-    full_e,
-    dt_start,
-    paused_start,
-    start_next,
-    at_a,
-    dt_end,
-    paused_end,
-    end_values,
-    end_from,
-):
+@dataclass
+class CutSegment:
+    """Per interval, the segment cut by one of its boundaries: duration, paused time, the held
+    speed and heart rate, distance covered; ``present`` where the interval has that segment."""
+
+    dt: np.ndarray
+    paused: np.ndarray
+    speed: np.ndarray
+    hr: np.ndarray
+    distance: np.ndarray
+    present: np.ndarray
+
+
+@dataclass
+class WholeSegments:
+    """Per sample, the segment to the next sample (``dt``, ``paused``); per interval, the range
+    [s, e) of its whole segments, used where ``present`` (two or more samples inside)."""
+
+    dt: np.ndarray
+    paused: np.ndarray
+    s: np.ndarray
+    e: np.ndarray
+    present: np.ndarray
+
+
+def _time_in_target(targets, cols: A.Columns, whole: WholeSegments, cut: tuple) -> np.ndarray:
     """Time inside [target_low, target_high] of speed (the held device speed, else distance /
-    time over the segment) or heart rate, pauses excluded."""
+    time over the segment) or heart rate, pauses excluded: the two boundary-cut segments
+    (``cut``) plus the whole segments between."""
     kind, low, high = targets
     is_speed = kind == "speed"
     is_hr = kind == "heart_rate"
 
-    def piece(dt_piece, paused_piece, held_speed, ddist, held_hr):
+    def seconds_inside(dt, paused, held_speed, ddist, held_hr, owner=slice(None)):
         with np.errstate(divide="ignore", invalid="ignore"):
-            derived = np.where(dt_piece > 0, ddist / dt_piece, np.nan)
+            derived = np.where(dt > 0, ddist / dt, np.nan)
         speed = np.where(np.isnan(held_speed), derived, held_speed)
-        value = np.where(is_speed, speed, np.where(is_hr, held_hr, np.nan))
-        inside = (value >= low) & (value <= high)
-        contribution = np.where(inside, dt_piece - paused_piece, 0.0)
+        value = np.where(is_speed[owner], speed, np.where(is_hr[owner], held_hr, np.nan))
+        inside = (value >= low[owner]) & (value <= high[owner])
+        contribution = np.where(inside, dt - paused, 0.0)
         return np.where(np.isnan(contribution), 0.0, contribution)
 
-    total = piece(
-        dt_start,
-        paused_start,
-        at_a["speed_mps"],
-        start_next["distance_m"] - at_a["distance_m"],
-        at_a["hr_bpm"],
-    ) + np.where(
-        inner,
-        piece(
-            dt_end,
-            paused_end,
-            end_from["speed_mps"],
-            end_values["distance_m"] - end_from["distance_m"],
-            end_from["hr_bpm"],
-        ),
-        0.0,
+    total = sum(
+        np.where(p.present, seconds_inside(p.dt, p.paused, p.speed, p.distance, p.hr), 0.0)
+        for p in cut
     )
     # Whole segments: one row per (interval, sample) pair of the targeted intervals only.
-    targeted = np.flatnonzero(many & (is_speed | is_hr))
-    lengths = (full_e - full_s)[targeted]
+    targeted = np.flatnonzero(whole.present & (is_speed | is_hr))
+    lengths = (whole.e - whole.s)[targeted]
     if lengths.sum() > 0:
         owner = np.repeat(targeted, lengths)
         offsets = np.cumsum(lengths) - lengths
         idx = (
             np.arange(lengths.sum())
             - np.repeat(offsets, lengths)
-            + np.repeat(full_s[targeted], lengths)
+            + np.repeat(whole.s[targeted], lengths)
         )
-        seg_dt = dt[idx]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ok = np.ones(len(idx), bool)
-            got = cols.lookup(
-                [
-                    ("next", "distance_m", idx + 1, ok),
-                    ("distance", "distance_m", idx, ok),
-                    ("speed", "speed_mps", idx, ok),
-                    ("hr", "hr_bpm", idx, ok),
-                ]
-            )
-            ddist = got["next"] - got["distance"]
-            derived = np.where(seg_dt > 0, ddist / seg_dt, np.nan)
-        held_speed = got["speed"]
-        speed = np.where(np.isnan(held_speed), derived, held_speed)
-        value = np.where(is_speed[owner], speed, got["hr"])
-        inside = (value >= low[owner]) & (value <= high[owner])
-        contribution = np.where(inside, seg_dt - paused[idx], 0.0)
-        contribution[np.isnan(contribution)] = 0.0
+        ok = np.ones(len(idx), bool)
+        got = cols.lookup(
+            [
+                ("next", "distance_m", idx + 1, ok),
+                ("distance", "distance_m", idx, ok),
+                ("speed", "speed_mps", idx, ok),
+                ("hr", "hr_bpm", idx, ok),
+            ]
+        )
+        contribution = seconds_inside(
+            whole.dt[idx],
+            whole.paused[idx],
+            got["speed"],
+            got["next"] - got["distance"],
+            got["hr"],
+            owner,
+        )
         total = total + np.bincount(owner, weights=contribution, minlength=len(total))
-    return np.where(has_rows, total, np.nan)
+    return total
