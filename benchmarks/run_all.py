@@ -22,6 +22,11 @@ SHARED_FIT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "f
 BENCHMARKS: dict[str, tuple[list[str], list[str], bool]] = {
     "interval_accuracy": ([], [], True),
     "interval_speed": (["--activities", "300"], ["--activities", "10000", "--repeat", "2"], False),
+    "interval_streaming": (
+        ["--sizes", "300,1000", "--part-activities", "300"],
+        ["--sizes", "1000,10000,90000"],
+        False,
+    ),
     "fit_decode_speed": (["--runs", "1"], [], True),
     "fit_ingest_parallel": (["--runs", "1"], [], True),
     "garmin_ingest_speed": (

@@ -27,6 +27,8 @@ the samples are already in (session, time) order (silver samples are) instead of
 each interval a row range found by a vectorized binary search; sums, maxima and counts over
 whole sample-to-sample segments as range reductions, the two segments cut by the boundaries
 computed per interval; blocks of whole sessions (``BLOCK_ROWS``) bound the working memory.
+Inputs larger than memory: ``streaming.interval_metrics_files`` runs this over session-grouped
+Parquet a batch of whole sessions at a time.
 Outputs equal the previous Polars query's (a frozen copy: ``benchmarks/interval_speed.py``,
 ``previous_implementation``; tests/test_intervals.py compares them on randomized sessions).
 Full method: 1.4–2.5× the time of bare numpy searchsorted + linear interpolation (36 M and
