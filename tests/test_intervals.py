@@ -94,6 +94,48 @@ def test_boundaries_interpolated_exactly_between_samples():
     assert not out["start_out_of_range"].any() and not out["end_out_of_range"].any()
 
 
+def test_activity_longer_than_a_day_across_midnights():
+    """A 30 h ultra starting at 20:00 UTC (two midnights): speed changes hourly (recorded when
+    it changes, as smart recording does), an hour's rest without samples at 24 h; laps at
+    every 10 km passed, boundaries between samples. Exact against the analytic truth."""
+    hours = np.arange(31) * 3600.0
+    speeds = 2.0 + 0.5 * np.sin(np.arange(30))  # m/s in each hour
+    speeds[24] = 0.0  # resting: distance flat, timer stopped
+    rng = np.random.default_rng(3)
+    t = np.unique(np.concatenate([hours, np.cumsum(rng.integers(1, 10, size=12_000)) * 1.0]))
+    t = t[t <= hours[-1]]
+    t = t[(t <= 24 * 3600) | (t >= 25 * 3600)]  # no samples while resting
+
+    def distance(x):
+        covered = np.clip(x[:, None] - hours[None, :-1], 0.0, 3600.0)
+        return covered @ speeds
+
+    def timer(x):
+        return x - np.clip(x - 24 * 3600, 0.0, 3600.0)
+
+    start = 1_700_078_400.0  # 2023-11-15T20:00:00Z
+    samples = pl.DataFrame(
+        {"session_id": "ultra", "t_s": start + t, "distance_m": distance(t), "timer_s": timer(t)}
+    )
+    marks = np.arange(10_000.0, distance(t[-1:])[0], 10_000.0)
+    grid = np.arange(0.0, hours[-1] + 0.5, 0.5)
+    crossings = np.interp(marks, distance(grid), grid)  # speed is constant within each hour
+    bounds = np.concatenate([[0.0], crossings, [t[-1]]])
+    laps = laps_frame(
+        "ultra", [(start + a - START, start + b - START) for a, b in pairwise(bounds)]
+    )
+    out = measure(samples, laps)
+    assert len(out) >= 20 and out["end_s"].max() - out["start_s"].min() > 29 * 3600
+    assert out["distance_m"].to_numpy() == pytest.approx(
+        distance(bounds[1:]) - distance(bounds[:-1]), abs=1e-6
+    )
+    assert out["timer_s"].to_numpy() == pytest.approx(
+        timer(bounds[1:]) - timer(bounds[:-1]), abs=1e-6
+    )
+    assert out["distance_m"][:-1].to_numpy() == pytest.approx(10_000.0, abs=1e-6)
+    assert out["paused_s"].sum() == pytest.approx(3600.0, abs=1e-6)
+
+
 def test_naive_sample_differencing_is_wrong_where_ours_is_right():
     t = smart_recorded()
     samples = samples_frame(t)
