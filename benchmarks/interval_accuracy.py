@@ -307,7 +307,7 @@ class Clean:
         ok = np.isfinite(d)
         if zero_start and len(d) and not ok[0] and ok.any():
             k = int(np.argmax(ok))
-            fastest = np.nan_to_num(np.nanmax(np.append(v[: k + 1], np.nan)), nan=0.0)
+            fastest = np.nan_to_num(np.fmax.reduce(v[: k + 1]), nan=0.0)
             if 0.0 <= d[k] <= 1.5 * max(fastest, 0.0) * (t[k] - t[0]) + 1.0:
                 d[0], ok[0] = 0.0, True
         d = d[ok]
