@@ -247,6 +247,27 @@ def test_real_first_lap_keeps_the_distance_before_the_first_reading(fixtures):
     assert abs(error) < 0.01
 
 
+def test_records_split_across_one_instant_are_merged_field_by_field(fixtures):
+    """The Strava Android app writes each instant as two records, one with speed, one with
+    distance. Keeping only the last record of an instant lost every speed; merged, each
+    instant has both (and a later null never erases an earlier value)."""
+    from pipelines.fit.decode import decode_fit
+
+    name = "strava-android-app-201.10-b1218918.fit"
+    decoded = decode_fit((fixtures / "fit" / name).read_bytes())
+    epoch = pl.col("time_utc").dt.epoch("ms") / 1000
+    records = decoded.records.select(
+        pl.lit("s").alias("session_id"), epoch.alias("t_s"), "distance_m", "speed_mps"
+    )
+    assert records["t_s"].is_duplicated().sum() > 400  # the split is really there
+    cleaned = clean_samples(records.lazy()).collect()
+    assert cleaned["t_s"].is_unique().all()
+    both = cleaned.filter(pl.col("distance_m").is_not_null() & pl.col("speed_mps").is_not_null())
+    assert both.height >= 230
+    at_12s = cleaned.filter(pl.col("t_s") == records["t_s"][0] + 2).row(0, named=True)
+    assert (at_12s["distance_m"], at_12s["speed_mps"]) == (3.27, 1.65)
+
+
 def test_indoor_session_gets_distance_from_speed():
     t = np.arange(0.0, 100.0, 2.0)
     samples = pl.DataFrame({"session_id": "s", "t_s": START + t, "speed_mps": 2.5})

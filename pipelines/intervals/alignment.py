@@ -103,9 +103,10 @@ def _ensure_columns(samples: pl.LazyFrame) -> pl.LazyFrame:
 def clean_samples(samples: pl.LazyFrame) -> pl.LazyFrame:
     """Sorted, de-duplicated samples with distance resets undone and indoor distance filled.
 
-    - out-of-order samples are sorted by (session, time); several samples at one instant keep
-      the last one delivered. Input that is already in that order (each session one run of
-      rows, time strictly increasing: checked in one pass) is not sorted again;
+    - out-of-order samples are sorted by (session, time); several samples at one instant are
+      merged, each column keeping the last value delivered there. Input that is already in
+      that order (each session one run of rows, time strictly increasing: checked in one
+      pass) is not sorted again;
     - a cumulative distance that drops (device reset, new FIT section) is re-based so it keeps
       rising;
     - a session with no distance at all but speed gets distance by integrating the held speed.
@@ -120,12 +121,7 @@ def _clean(df: pl.DataFrame) -> pl.DataFrame:
         df = df.filter(pl.col("t_s").is_not_null())  # a copy only when there is one to drop
     starts, ordered = A.runs(df["session_id"], df["t_s"])
     if not ordered:
-        df = df.sort("session_id", "t_s", maintain_order=True)
-        # Several samples at one instant: keep the last one delivered.
-        same = (pl.col("session_id").eq_missing(pl.col("session_id").shift(-1))) & (
-            pl.col("t_s") == pl.col("t_s").shift(-1)
-        )
-        df = df.filter(~same.fill_null(False))
+        df = _one_row_per_instant(df.sort("session_id", "t_s", maintain_order=True))
         starts, _ = A.runs(df["session_id"], df["t_s"])
     n = df.height
     if n == 0:
@@ -152,6 +148,22 @@ def _clean(df: pl.DataFrame) -> pl.DataFrame:
             starts[(starts >= r0) & (starts < r1)] - r0,
         )
     return df.with_columns(pl.Series("distance_m", distance, nan_to_null=True))
+
+
+def _one_row_per_instant(df: pl.DataFrame) -> pl.DataFrame:
+    """Sorted samples with several rows at one instant merged into one: each column takes the
+    last value delivered at that instant (a later null does not erase an earlier value). Some
+    writers split one instant into several records (the Strava app: speed in one, distance in
+    the next); keeping only the last row would drop the other fields."""
+    same = pl.col("session_id").eq_missing(pl.col("session_id").shift(-1)) & (
+        pl.col("t_s") == pl.col("t_s").shift(-1)
+    )
+    repeated = df.select(same.fill_null(False)).to_series()
+    if not repeated.any():
+        return df
+    instant = pl.struct("session_id", "t_s")
+    values = [c for c in df.columns if c not in ("session_id", "t_s")]
+    return df.with_columns(pl.col(values).forward_fill().over(instant)).filter(~repeated)
 
 
 def _clean_distance(t, d, speed, starts) -> np.ndarray:
