@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import io
+import json
 import os
 import shutil
 import sys
@@ -135,10 +136,11 @@ def print_summary(settings: Settings, checks, out=None) -> None:
     print(f"  asset checks: {len(checks) - len(failed)}/{len(checks)} passed", file=out)
     for check in failed:
         print(
-            f"    {check.asset_key.to_user_string()}.{check.check_name}: "
-            f"{check.severity.value} {dict(check.metadata)}",
+            f"    {check.asset_key.to_user_string()}.{check.check_name}: {check.severity.value}",
             file=out,
         )
+        for key, entry in check.metadata.items():
+            print(f"      {key}: {json.dumps(entry.value, default=str)}", file=out)
     print("  try:", file=out)
     # Say how to call us as the user can: by name when on PATH, else by the path they used.
     command = "wearhouse" if shutil.which("wearhouse") else sys.argv[0]
