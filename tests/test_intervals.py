@@ -247,6 +247,84 @@ def test_real_first_lap_keeps_the_distance_before_the_first_reading(fixtures):
     assert abs(error) < 0.01
 
 
+def test_session_start_before_the_first_sample_gets_a_zero_sample():
+    """A session starts at 0 s, its first sample comes at 30 s with 25 m (a pool length):
+    with the session's start and end given, the start gets a sample reading 0 m and 0 s.
+    Not when the first reading is out of reach (mid-activity stream) or the samples lie
+    outside the session (another activity's stream)."""
+    t = np.array([30.0, 61.0, 95.0, 128.0])
+    frame = pl.DataFrame(
+        {
+            "session_id": "swim",
+            "user_id": "u1",  # a ride-along column
+            "t_s": START + t,
+            "distance_m": [25.0, 50.0, 75.0, 100.0],
+            "timer_s": t,
+            "speed_mps": [0.85, 0.8, 0.75, 0.76],
+            "hr_bpm": [120.0, 125.0, 128.0, 130.0],
+        }
+    )
+    starts = pl.LazyFrame({"session_id": ["swim"], "start_s": [START], "end_s": [START + 130]})
+    cleaned = clean_samples(frame.lazy(), starts).collect()
+    first = cleaned.row(0, named=True)
+    assert cleaned.height == 5 and first["t_s"] == START
+    assert (first["distance_m"], first["timer_s"], first["hr_bpm"]) == (0.0, 0.0, None)
+    assert first["user_id"] == "u1" and first["session_id"] == "swim"
+    assert (
+        cleaned.slice(1).select(frame.columns).equals(frame.select(frame.columns), null_equal=True)
+    )
+    lap = measure_with(cleaned, laps_frame("swim", [(0.0, 128.0)]))
+    assert lap["distance_m"][0] == pytest.approx(100.0)
+    assert lap["timer_s"][0] == pytest.approx(128.0)
+    assert not lap["start_out_of_range"][0]
+
+    far = frame.with_columns(pl.col("distance_m") + 5000)  # the stream starts mid-activity
+    assert clean_samples(far.lazy(), starts).collect().height == 4
+    elsewhere = starts.with_columns(pl.col("start_s") - 86_400, pl.col("end_s") - 86_400)
+    assert clean_samples(frame.lazy(), elsewhere).collect().height == 4
+
+
+def measure_with(cleaned: pl.DataFrame, laps: pl.DataFrame) -> pl.DataFrame:
+    return interval_metrics(cleaned.lazy(), laps.lazy()).collect()
+
+
+def test_real_pool_swim_first_lap_starts_from_zero_at_the_session_start(fixtures):
+    """A pool swim records only at the end of each 25 m length, so the first record comes
+    33 s after the session start; the device's totals are the truth (lap 0: 100 m, the swim:
+    800 m). Holding the first record back to the start made lap 0 75 m and the swim 775 m.
+    (Inside the swim the records cannot tell a rest from a slow length: the lengths between
+    are spread over both, so rest laps get a few metres; the totals stay right.)"""
+    from pipelines.fit.decode import decode_fit
+
+    decoded = decode_fit((fixtures / "fit" / "activity_424479793.fit").read_bytes())
+    epoch = lambda c: pl.col(c).dt.epoch("ms") / 1000  # noqa: E731
+    records = decoded.records.select(
+        pl.lit("swim").alias("session_id"),
+        epoch("time_utc").alias("t_s"),
+        "distance_m",
+        "speed_mps",
+    )
+    session = decoded.sessions.row(0, named=True)
+    start = session["start_time_utc"].timestamp()
+    end = start + session["total_elapsed_time_s"]
+    starts = pl.LazyFrame({"session_id": ["swim"], "start_s": [start], "end_s": [end]})
+    assert records["t_s"].min() > start + 30
+    laps = decoded.laps.select(
+        pl.lit("swim").alias("session_id"),
+        pl.lit("lap").alias("kind"),
+        pl.col("lap_index").alias("interval_index"),
+        epoch("start_time_utc").alias("start_s"),
+        (epoch("start_time_utc") + pl.col("total_elapsed_time_s")).alias("end_s"),
+        "total_distance_m",
+    )
+    spans = laps.drop("total_distance_m")
+    out = measure_with(clean_samples(records.lazy(), starts).collect(), spans)
+    assert out["distance_m"][0] == pytest.approx(laps["total_distance_m"][0], abs=1.0)
+    assert out["distance_m"].sum() == pytest.approx(session["total_distance_m"], abs=1.0)
+    held = measure_with(clean_samples(records.lazy()).collect(), spans)  # no session start
+    assert held["distance_m"][0] == pytest.approx(75.0, abs=1.0)
+
+
 def test_records_split_across_one_instant_are_merged_field_by_field(fixtures):
     """The Strava Android app writes each instant as two records, one with speed, one with
     distance. Keeping only the last record of an instant lost every speed; merged, each

@@ -100,22 +100,41 @@ def _ensure_columns(samples: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def clean_samples(samples: pl.LazyFrame) -> pl.LazyFrame:
+def clean_samples(
+    samples: pl.LazyFrame, session_starts: pl.LazyFrame | None = None
+) -> pl.LazyFrame:
     """Sorted, de-duplicated samples with distance resets undone and indoor distance filled.
 
     - out-of-order samples are sorted by (session, time); several samples at one instant are
       merged, each column keeping the last value delivered there. Input that is already in
       that order (each session one run of rows, time strictly increasing: checked in one
       pass) is not sorted again;
+    - with ``session_starts`` (``session_id, start_s, end_s``): a session whose first sample
+      comes after its start (and before its end) gets a sample at the start reading 0 m (and
+      timer 0 s), when its first distance is within reach of the device's speeds since the
+      start (``_start_samples``);
+    - a session's first sample without distance reads 0 m on the same condition;
     - a cumulative distance that drops (device reset, new FIT section) is re-based so it keeps
       rising;
     - a session with no distance at all but speed gets distance by integrating the held speed.
     """
     ensured = _ensure_columns(samples)
-    return ensured.map_batches(_clean, schema=ensured.collect_schema())
+    schema = ensured.collect_schema()
+    if session_starts is None:
+        return ensured.map_batches(_clean, schema=schema)
+    origins = session_starts.select(
+        pl.col("session_id").cast(pl.String),
+        pl.col("start_s").cast(pl.Float64),
+        pl.col("end_s").cast(pl.Float64),
+    )
+
+    def run() -> pl.DataFrame:
+        return _clean(*pl.collect_all([ensured, origins]))
+
+    return pl.defer(run, schema=schema)
 
 
-def _clean(df: pl.DataFrame) -> pl.DataFrame:
+def _clean(df: pl.DataFrame, origins: pl.DataFrame | None = None) -> pl.DataFrame:
     """:func:`clean_samples` on a collected frame (numpy, block by block)."""
     if df["t_s"].null_count():
         df = df.filter(pl.col("t_s").is_not_null())  # a copy only when there is one to drop
@@ -126,6 +145,9 @@ def _clean(df: pl.DataFrame) -> pl.DataFrame:
     n = df.height
     if n == 0:
         return df
+    if origins is not None and origins.height:
+        df, starts = _start_samples(df, starts, origins)
+        n = df.height
     if not (df["distance_m"].null_count() or df["distance_m"].is_nan().any()):
         # Every sample has a distance: only a drop (reset) would change anything.
         change = np.zeros(n, bool)
@@ -203,25 +225,89 @@ def _clean_distance(t, d, speed, starts) -> np.ndarray:
 
 def _zero_at_start(t, distance, speed, starts, run) -> None:
     """Odometers count from zero when a session starts: a session whose first sample has no
-    distance reads 0 there (in place) if its first reading is no further than the device's
-    speeds could have carried it since (1.5 × the fastest speed until then, + 1 m). Many
-    devices' first record, and often the first activityDetails sample, carry no distance;
-    holding the first reading back to the start would drop the distance covered before it
-    from the first lap. A first reading too far for that (a stream that starts mid-activity)
-    is left alone: nothing is invented."""
-    n = len(t)
+    distance reads 0 there (in place) if its first reading is within reach
+    (:func:`_reachable_from`). Many devices' first record, and often the first activityDetails
+    sample, carry no distance; holding the first reading back to the start would drop the
+    distance covered before it from the first lap. A first reading too far for that (a stream
+    that starts mid-activity) is left alone: nothing is invented."""
     missing = np.isnan(distance[starts])
-    if not missing.any():
-        return
+    if missing.any():
+        anchor = missing & _reachable_from(t[starts], t, distance, speed, starts, run)
+        distance[starts[anchor]] = 0.0
+
+
+def _reachable_from(origin, t, distance, speed, starts, run) -> np.ndarray:
+    """Per session: its first distance reading is no further than the device's speeds could
+    have carried it since ``origin`` (1.5 × the fastest speed up to that reading × the time,
+    + 1 m), so the odometer can have read 0 at ``origin``. False without any reading."""
+    n = len(t)
     first_valid = np.minimum.reduceat(np.where(np.isnan(distance), n, np.arange(n)), starts)
-    found = missing & (first_valid < n)
     fv = np.minimum(first_valid, n - 1)
     until_first = np.where(np.arange(n) <= fv[run], speed, np.nan)
     fastest = np.nan_to_num(np.fmax.reduceat(until_first, starts), nan=0.0)
-    reach = 1.5 * np.clip(fastest, 0.0, None) * (t[fv] - t[starts]) + RESET_TOLERANCE_M
+    reach = 1.5 * np.clip(fastest, 0.0, None) * (t[fv] - origin) + RESET_TOLERANCE_M
     with np.errstate(invalid="ignore"):
-        anchor = found & (distance[fv] >= 0.0) & (distance[fv] <= reach)
-    distance[starts[anchor]] = 0.0
+        return (first_valid < n) & (distance[fv] >= 0.0) & (distance[fv] <= reach)
+
+
+def _start_samples(
+    df: pl.DataFrame, starts: np.ndarray, origins: pl.DataFrame
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """Sorted samples with a sample inserted at each session's start (``origins``) where the
+    first sample comes later (but before the session's end: a stream that does not belong to
+    the session's time is left alone) and the odometer can have read 0 at the start
+    (:func:`_reachable_from`): distance 0, timer 0 where the first timer reading allows it,
+    the other measured values missing (ride-along columns such as ids copied from the first
+    sample). A pool swim records only at the end of each length, a watch often only after GPS
+    lock: without it the first lap would start at the first reading and lose what came before.
+    Returns the frame and its new session starts."""
+    n = df.height
+    first_ids = df["session_id"].gather(starts).cast(pl.String)
+    spans = pl.DataFrame({"session_id": first_ids}).join(
+        origins.unique("session_id", keep="first"), on="session_id", how="left"
+    )
+    origin = spans["start_s"].fill_null(np.nan).to_numpy()
+    end = spans["end_s"].fill_null(np.nan).to_numpy()
+    t = df["t_s"].to_numpy()
+    with np.errstate(invalid="ignore"):
+        later = (origin < t[starts]) & (t[starts] <= end)
+    if not later.any():
+        return df, starts
+    run = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, n)))
+    d = df["distance_m"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    speed = df["speed_mps"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    anchor = later & _reachable_from(origin, t, d, speed, starts, run)
+    if not anchor.any():
+        return df, starts
+    at = starts[anchor]  # each anchored session's first row: the new sample goes before it
+    rows = np.insert(np.arange(n), at, at)
+    new = at + np.arange(len(at))
+    is_new = np.zeros(len(rows), bool)
+    is_new[new] = True
+    # Timer 0 at the start unless the first timer reading says the timer ran before it.
+    timer = df["timer_s"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    first_timer = np.fmin.reduceat(np.where(np.isnan(timer), np.inf, np.arange(n)), starts)
+    ft = np.minimum(first_timer, n - 1).astype(np.int64)
+    with np.errstate(invalid="ignore"):
+        timer_ok = (first_timer < n) & (timer[ft] <= t[ft] - origin + 1.0)
+    start_values = {
+        "t_s": origin[anchor],
+        "distance_m": np.zeros(len(at)),
+        "timer_s": np.where(timer_ok[anchor], 0.0, np.nan),
+    }
+    mask = pl.Series(is_new)
+    measured = [c for c in (*SAMPLE_COLUMNS[2:], "lat_deg", "lon_deg") if c in df.columns]
+    out = df[rows]
+    columns = []
+    for name in [*measured, "t_s"]:
+        if name in start_values:
+            values = out[name].cast(pl.Float64).to_numpy().copy()
+            values[new] = start_values[name]
+            columns.append(pl.Series(name, values, nan_to_null=True))
+        else:
+            columns.append(pl.when(~mask).then(out[name]).otherwise(None).alias(name))
+    out = out.with_columns(columns)
+    return out, starts + np.concatenate([[0], np.cumsum(anchor)[:-1]])
 
 
 def _session_cumsum(values: np.ndarray, starts: np.ndarray, run: np.ndarray) -> np.ndarray:
