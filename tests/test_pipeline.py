@@ -241,3 +241,27 @@ def test_ping_sidecar_links_a_fit_file_to_its_activity(settings, fixtures):
     assert run_pipeline(settings, out=io.StringIO())
     assert query(settings, "SELECT activity_id, source FROM sessions") == [(4242, "fit")]
     assert query(settings, "SELECT count(*) FROM quarantine")[0][0] == 0
+
+
+def test_pool_swim_laps_come_from_the_lengths_and_match_the_device(settings, fixtures):
+    """A pool swim's records come only when a length is done and cannot tell a rest from a
+    slow length; its ``length`` messages can. Every lap (100 m swims, 0 m rests) matches
+    the watch's own totals: before, records gave errors of 15 m per lap (75 m for lap 0)."""
+    shutil.copy(
+        fixtures / "fit" / "activity_424479793.fit",
+        land(settings, "fit/swimmer-1/pool.fit", b""),
+    )
+    assert run_pipeline(settings, out=io.StringIO())
+    laps = query(
+        settings,
+        "SELECT distance_m, device_distance_m, timer_s, device_timer_s FROM intervals "
+        "WHERE kind = 'lap' ORDER BY interval_index",
+    )
+    assert len(laps) == 15
+    assert [d for _, d, *_ in laps] == [100.0, 0.0] * 7 + [100.0]
+    for distance, device, timer, device_timer in laps:
+        assert distance == pytest.approx(device, abs=0.5)
+        if device > 0:  # swim laps; rests: the timer is stopped (the file's timer events)
+            assert timer == pytest.approx(device_timer, abs=1.0)
+    ((total,),) = query(settings, "SELECT sum(distance_m) FROM intervals WHERE kind = 'lap'")
+    assert total == pytest.approx(800.0, abs=0.5)

@@ -14,6 +14,7 @@ from pipelines.fit.decode import (
     EVENT_SCHEMA,
     FILE_SCHEMA,
     LAP_SCHEMA,
+    LENGTH_SCHEMA,
     RECORD_SCHEMA,
 )
 from pipelines.fit.decode import SESSION_SCHEMA as FIT_SESSION_SCHEMA
@@ -36,6 +37,7 @@ FIT_TABLES = {
     "fit_laps": LAP_SCHEMA,
     "fit_records": RECORD_SCHEMA,
     "fit_events": EVENT_SCHEMA,
+    "fit_lengths": LENGTH_SCHEMA,
 }
 
 

@@ -191,12 +191,55 @@ def workout_steps(laps: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+def pool_length_distance(lengths: pl.LazyFrame, spans: pl.LazyFrame) -> pl.LazyFrame:
+    """Pool swims (``lap_swimming``): the distance at every length boundary, from the
+    ``length`` messages. The watch counts whole lengths; its records come only when a length
+    is done, seconds late, and cannot tell a rest from a slow length, so laps measured on
+    records smear each length over the rest next to it. Here the distance is the pool length
+    × the active lengths completed at each length's start and end (flat over idle lengths,
+    i.e. rests); the pool length is the session's distance over its active lengths.
+    Returns ``session_id, t_s, distance_m`` rows (several per instant where lengths touch)."""
+    active = (pl.col("length_type") == "active").cast(pl.Int64)
+    rows = (
+        _assign(lengths, spans, "start_time_utc")
+        .join(
+            spans.select("session_id", "sub_sport", pl.col("total_distance_m").alias("_total")),
+            on="session_id",
+        )
+        .filter(pl.col("sub_sport") == "lap_swimming")
+        .sort("session_id", "t_s", "message_index")
+        .with_columns(
+            active.alias("_active"),
+            pl.coalesce(
+                pl.col("t_s") + pl.col("total_elapsed_time_s"), _epoch_s("end_time_utc")
+            ).alias("_end"),
+        )
+        .with_columns(
+            (pl.col("_total") / pl.col("_active").sum().over("session_id")).alias("_pool"),
+            pl.col("_active").cum_sum().over("session_id").alias("_done"),
+        )
+        .filter(pl.col("_pool").is_finite() & (pl.col("_pool") > 0))
+    )
+    before = (pl.col("_done") - pl.col("_active")) * pl.col("_pool")
+    return pl.concat(
+        [
+            rows.select("session_id", "t_s", before.alias("distance_m")),
+            rows.select(
+                "session_id",
+                pl.col("_end").alias("t_s"),
+                (pl.col("_done") * pl.col("_pool")).alias("distance_m"),
+            ).filter(pl.col("t_s").is_not_null()),
+        ]
+    )
+
+
 def fit_activity_model(
     files: pl.LazyFrame,
     sessions: pl.LazyFrame,
     laps: pl.LazyFrame,
     records: pl.LazyFrame,
     events: pl.LazyFrame,
+    lengths: pl.LazyFrame,
 ) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
     """Return (sessions, samples, bounds) in the silver model."""
     spans = _session_spans(files, sessions, records)
@@ -211,6 +254,20 @@ def fit_activity_model(
         "power_w",
         "lat_deg",
         "lon_deg",
+    )
+    # Pool swims: distance from the lengths, not from the records (see pool_length_distance).
+    by_lengths = pool_length_distance(lengths, spans)
+    pooled = by_lengths.select("session_id").unique().with_columns(pl.lit(True).alias("_pooled"))
+    samples = pl.concat(
+        [
+            samples.join(pooled, on="session_id", how="left")
+            .with_columns(
+                pl.when(pl.col("_pooled")).then(None).otherwise("distance_m").alias("distance_m")
+            )
+            .drop("_pooled"),
+            by_lengths,
+        ],
+        how="diagonal_relaxed",
     )
     session_events = _assign(events, spans, "time_utc").select(
         "session_id", "t_s", "event", "event_type"
