@@ -284,6 +284,37 @@ def test_session_start_before_the_first_sample_gets_a_zero_sample():
     assert clean_samples(frame.lazy(), elsewhere).collect().height == 4
 
 
+def test_session_start_samples_go_to_their_own_sessions():
+    """300 sessions, each starting 10–40 s before its first sample and given in another order
+    than the samples: every added start sample sits at its own session's start."""
+    rng = np.random.default_rng(5)
+    n = 300
+    ids = [f"s{k:03d}" for k in rng.permutation(n)]
+    lead = rng.uniform(10, 40, n)
+    frames = []
+    for k, sid in enumerate(ids):
+        t0 = START + k * 10_000.0
+        t = t0 + lead[k] + np.arange(5) * 3.0
+        frames.append(
+            pl.DataFrame(
+                {"session_id": sid, "t_s": t, "distance_m": 3.0 * (t - t0), "speed_mps": 3.0}
+            )
+        )
+    starts = pl.DataFrame(
+        {
+            "session_id": ids,
+            "start_s": START + np.arange(n) * 10_000.0,
+            "end_s": START + np.arange(n) * 10_000.0 + 100.0,
+        }
+    ).sample(fraction=1.0, shuffle=True, seed=1)
+    cleaned = clean_samples(pl.concat(frames).lazy(), starts.lazy()).collect()
+    first = cleaned.group_by("session_id").agg(pl.col("t_s").min(), pl.col("distance_m").min())
+    expected = first.join(starts, on="session_id")
+    assert expected.height == n
+    assert (expected["t_s"] == expected["start_s"]).all()
+    assert (expected["distance_m"] == 0.0).all()
+
+
 def measure_with(cleaned: pl.DataFrame, laps: pl.DataFrame) -> pl.DataFrame:
     return interval_metrics(cleaned.lazy(), laps.lazy()).collect()
 

@@ -264,7 +264,10 @@ def _start_samples(
     n = df.height
     first_ids = df["session_id"].gather(starts).cast(pl.String)
     spans = pl.DataFrame({"session_id": first_ids}).join(
-        origins.unique("session_id", keep="first"), on="session_id", how="left"
+        origins.unique("session_id", keep="first"),
+        on="session_id",
+        how="left",
+        maintain_order="left",
     )
     origin = spans["start_s"].fill_null(np.nan).to_numpy()
     end = spans["end_s"].fill_null(np.nan).to_numpy()
