@@ -265,3 +265,28 @@ def test_pool_swim_laps_come_from_the_lengths_and_match_the_device(settings, fix
             assert timer == pytest.approx(device_timer, abs=1.0)
     ((total,),) = query(settings, "SELECT sum(distance_m) FROM intervals WHERE kind = 'lap'")
     assert total == pytest.approx(800.0, abs=0.5)
+
+
+def test_chained_fit_files_that_overlap_in_time_keep_their_own_samples(settings, fixtures):
+    """Two FIT files back to back in one file (a paddleboard session and a pool swim, both
+    starting at the same second): each session takes the records, laps and lengths of its
+    own FIT file, so the swim's laps match the watch (before: measured on the paddleboard's
+    records, 20,970 m for a 457 m swim)."""
+    shutil.copy(
+        fixtures / "fit" / "chained_Activity_activity_poolswim.fit",
+        land(settings, "fit/swimmer-2/chained.fit", b""),
+    )
+    assert run_pipeline(settings, out=io.StringIO())
+    sessions = query(
+        settings, "SELECT sport, distance_m, elapsed_s FROM sessions ORDER BY elapsed_s"
+    )
+    assert [s for s, *_ in sessions] == ["swimming", "stand_up_paddleboarding"]
+    laps = query(
+        settings,
+        "SELECT i.distance_m, device_distance_m FROM intervals i JOIN sessions s USING "
+        "(session_id) WHERE s.sport = 'swimming' AND kind = 'lap' ORDER BY interval_index",
+    )
+    assert len(laps) == 9
+    for distance, device in laps:
+        assert distance == pytest.approx(device, abs=0.5)
+    assert sum(d for d, _ in laps) == pytest.approx(457.2, abs=0.5)

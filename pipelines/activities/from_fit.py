@@ -22,9 +22,14 @@ def _epoch_s(column: str) -> pl.Expr:
     return pl.col(column).dt.epoch("ms") / 1000.0
 
 
+# The FIT file of a chained file a message is in (bronze written before the column: 0).
+CHAIN = pl.col("chain_index").fill_null(0).alias("chain_index")
+
+
 def _session_spans(files: pl.LazyFrame, sessions: pl.LazyFrame, records: pl.LazyFrame):
     """One row per session with start/end epoch seconds; synthesized where none decoded."""
     declared = sessions.with_columns(
+        CHAIN,
         _epoch_s("start_time_utc").alias("start_s"),
         pl.coalesce(
             _epoch_s("start_time_utc") + pl.col("total_elapsed_time_s"), _epoch_s("end_time_utc")
@@ -34,7 +39,8 @@ def _session_spans(files: pl.LazyFrame, sessions: pl.LazyFrame, records: pl.Lazy
     with_sessions = declared.select("source_sha256").unique()
     synthesized = (
         records.join(with_sessions, on="source_sha256", how="anti")
-        .group_by("source_sha256", "user_id")
+        .with_columns(CHAIN)
+        .group_by("source_sha256", "user_id", "chain_index")
         .agg(
             _epoch_s("time_utc").min().alias("start_s"),
             _epoch_s("time_utc").max().alias("end_s"),
@@ -94,21 +100,22 @@ def _session_spans(files: pl.LazyFrame, sessions: pl.LazyFrame, records: pl.Lazy
 
 
 def _assign(rows: pl.LazyFrame, spans: pl.LazyFrame, time_column: str) -> pl.LazyFrame:
-    """Attach each row to the session of its file whose span contains it."""
+    """Attach each row to the session of its file (and FIT file of a chain: two chained
+    activities may overlap in time) whose span contains it."""
     # A total order: sessions of one file starting at the same instant must get the same rows
     # whichever other files are read with them.
-    keyed = spans.select("source_sha256", "session_id", "start_s", "end_s").sort(
+    keyed = spans.select("source_sha256", "chain_index", "session_id", "start_s", "end_s").sort(
         "start_s", "session_id"
     )
     return (
-        rows.with_columns(_epoch_s(time_column).alias("t_s"))
+        rows.with_columns(_epoch_s(time_column).alias("t_s"), CHAIN)
         .filter(pl.col("t_s").is_not_null())
         .sort("t_s")
         .join_asof(
             keyed,
             left_on="t_s",
             right_on="start_s",
-            by="source_sha256",
+            by=["source_sha256", "chain_index"],
             strategy="backward",
             check_sortedness=False,
         )

@@ -39,6 +39,8 @@ SESSION_SCHEMA: dict[str, pl.DataType] = {
     "total_descent_m": pl.Float64(),
     "first_lap_index": pl.Int64(),
     "num_laps": pl.Int64(),
+    # Which FIT file of a chained file (several FIT files back to back) the message is in.
+    "chain_index": pl.Int64(),
 }
 
 LAP_SCHEMA: dict[str, pl.DataType] = {
@@ -54,6 +56,7 @@ LAP_SCHEMA: dict[str, pl.DataType] = {
     "lap_trigger": pl.String(),
     "intensity": pl.String(),
     "wkt_step_index": pl.Int64(),
+    "chain_index": pl.Int64(),  # as in SESSION_SCHEMA
 }
 
 RECORD_SCHEMA: dict[str, pl.DataType] = {
@@ -68,6 +71,7 @@ RECORD_SCHEMA: dict[str, pl.DataType] = {
     "lat_deg": pl.Float64(),
     "lon_deg": pl.Float64(),
     "temperature_c": pl.Float64(),
+    "chain_index": pl.Int64(),  # as in SESSION_SCHEMA
 }
 
 # Everything else a record carried, beside its typed columns (joined on record_index).
@@ -120,6 +124,7 @@ LENGTH_SCHEMA: dict[str, pl.DataType] = {
     "swim_stroke": pl.String(),
     "avg_swimming_cadence": pl.Float64(),
     "length_type": pl.String(),
+    "chain_index": pl.Int64(),  # as in SESSION_SCHEMA
 }
 HRV_SCHEMA: dict[str, pl.DataType] = {
     "hrv_index": pl.Int64(),  # order of the beat-to-beat interval in the file
@@ -131,6 +136,7 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
     "event": pl.String(),
     "event_type": pl.String(),
     "timer_trigger": pl.String(),
+    "chain_index": pl.Int64(),  # as in SESSION_SCHEMA
 }
 
 FILE_SCHEMA: dict[str, pl.DataType] = {
@@ -281,6 +287,7 @@ def decode_fit_fitdecode(raw: bytes) -> FitDecoded:
     settings_offset: int | None = None  # device_settings.time_zone_offset, a fallback
     no_timestamp = 0
     integrity, problem = "ok", None
+    chain = -1  # index of the current FIT file of a chained file
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -290,6 +297,9 @@ def decode_fit_fitdecode(raw: bytes) -> FitDecoded:
                 error_handling=fitdecode.ErrorHandling.WARN,
             ) as reader:
                 for frame in reader:
+                    if isinstance(frame, fitdecode.FitHeader):
+                        chain += 1
+                        continue
                     if not isinstance(frame, fitdecode.FitDataMessage):
                         continue
                     name = frame.name
@@ -311,18 +321,23 @@ def decode_fit_fitdecode(raw: bytes) -> FitDecoded:
                                 "lat_deg": _degrees(_value(frame, "position_lat")),
                                 "lon_deg": _degrees(_value(frame, "position_long")),
                                 "temperature_c": _num(_value(frame, "temperature")),
+                                "chain_index": chain,
                             }
                         )
                         leftovers = _leftovers(frame)
                         if leftovers:
                             record_fields.append({"record_index": len(records) - 1, **leftovers})
                     elif name == "lap":
-                        laps.append(_summary_row(frame, clock, len(laps), "lap_index", LAP_SCHEMA))
+                        laps.append(
+                            _summary_row(frame, clock, len(laps), "lap_index", LAP_SCHEMA)
+                            | {"chain_index": chain}
+                        )
                     elif name == "session":
                         sessions.append(
                             _summary_row(
                                 frame, clock, len(sessions), "session_index", SESSION_SCHEMA
                             )
+                            | {"chain_index": chain}
                         )
                     elif name == "event":
                         events.append(
@@ -331,6 +346,7 @@ def decode_fit_fitdecode(raw: bytes) -> FitDecoded:
                                 "event": _text(_value(frame, "event")),
                                 "event_type": _text(_value(frame, "event_type")),
                                 "timer_trigger": _text(_value(frame, "timer_trigger")),
+                                "chain_index": chain,
                             }
                         )
                     elif name == "file_id" and not file_info:
@@ -343,7 +359,10 @@ def decode_fit_fitdecode(raw: bytes) -> FitDecoded:
                         }
                     elif name in _GENERIC:
                         table, schema, renames = _GENERIC[name]
-                        generic[table].append(_generic_row(frame, schema, renames, clock))
+                        row = _generic_row(frame, schema, renames, clock)
+                        if "chain_index" in schema:
+                            row["chain_index"] = chain
+                        generic[table].append(row)
                     elif name == "device_settings":
                         zone = frame.get_value("time_zone_offset", fallback=None)
                         zone = zone[0] if isinstance(zone, tuple) and zone else zone
@@ -577,7 +596,7 @@ def _summary_row(
     for key in ("first_lap_index", "num_laps", "wkt_step_index"):
         if not isinstance(row[key], int):
             row[key] = None
-    return {k: row[k] for k in schema}
+    return {k: row.get(k) for k in schema}
 
 
 from pipelines.fit.fast_records import decode_fit_fast  # noqa: E402  (imports this module)

@@ -146,6 +146,7 @@ RECORD_SCHEMA: dict[str, pl.DataType] = {
     "lat_deg": pl.Float64(),
     "lon_deg": pl.Float64(),
     "temperature_c": pl.Float64(),
+    "chain_index": pl.Int64(),  # which FIT file of a chained file
 }
 #: Output column -> FIT field names in the order ``decode_fit`` tries them.
 _COLUMNS: dict[str, tuple[str, ...]] = {
@@ -1323,11 +1324,14 @@ def scan_records(data: bytes, *, record_fields: bool = False) -> FastRecords:
     if np.any(has_time & (seconds >= 0) & (seconds < _RELATIVE_LIMIT)):
         raise FastPathUnsupported("device-relative record timestamps (need activity anchor)")
     keep = has_time & (seconds >= _RELATIVE_LIMIT)
+    body_starts = np.array([section.body_start for section in scan.sections], dtype=np.int64)
+    chain = np.searchsorted(body_starts, offsets, side="right") - 1
     frame = pl.DataFrame(  # Series by Series: several times faster than a dict of arrays
         [
             pl.Series("record_index", np.arange(int(keep.sum()), dtype=np.int64)),
             pl.Series("time_utc", (seconds[keep] + FIT_EPOCH_S) * 1000).cast(TS),
             *(pl.Series(c, values[keep], nan_to_null=True) for c, values in columns.items()),
+            pl.Series("chain_index", chain[keep].astype(np.int64)),
         ]
     )
     fields_frame = None
