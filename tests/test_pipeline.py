@@ -290,3 +290,32 @@ def test_chained_fit_files_that_overlap_in_time_keep_their_own_samples(settings,
     for distance, device in laps:
         assert distance == pytest.approx(device, abs=0.5)
     assert sum(d for d, _ in laps) == pytest.approx(457.2, abs=0.5)
+
+
+def test_chained_fit_file_without_sessions_of_its_own_joins_the_chains_session(settings):
+    """A chain whose first FIT file holds the records and whose second holds the lap and
+    session: the records still find their session (by time, across the chain)."""
+    from tests.fit_writer import FitWriter, chain
+
+    t0 = 1_000_000_000  # FIT time
+    records = FitWriter()
+    records.define(0, "file_id", ["type", "manufacturer", "product", "time_created"])
+    records.write(0, 4, 1, 3121, t0)
+    records.define(1, "record", ["timestamp", "distance", "enhanced_speed"])
+    for i in range(61):
+        records.write(1, t0 + i, i * 300, 3000)  # 3 m/s
+    summary = FitWriter()
+    summary.define(0, "file_id", ["type", "manufacturer", "product", "time_created"])
+    summary.write(0, 4, 1, 3121, t0)
+    fields = ["timestamp", "start_time", "total_elapsed_time", "total_timer_time"]
+    summary.define(1, "lap", [*fields, "total_distance"])
+    summary.write(1, t0 + 60, t0, 60_000, 60_000, 18_000)
+    summary.define(2, "session", [*fields, "total_distance", "sport"])
+    summary.write(2, t0 + 60, t0, 60_000, 60_000, 18_000, 1)
+    land(settings, "fit/runner-3/chained.fit", chain(records.to_bytes(), summary.to_bytes()))
+    assert run_pipeline(settings, out=io.StringIO())
+    assert query(settings, "SELECT count(*) FROM samples") == [(61,)]
+    ((distance, device),) = query(
+        settings, "SELECT distance_m, device_distance_m FROM intervals WHERE kind = 'lap'"
+    )
+    assert distance == pytest.approx(180.0) and device == pytest.approx(180.0)

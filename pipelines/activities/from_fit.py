@@ -104,15 +104,23 @@ def _assign(rows: pl.LazyFrame, spans: pl.LazyFrame, time_column: str) -> pl.Laz
     activities may overlap in time) whose span contains it."""
     # A total order: sessions of one file starting at the same instant must get the same rows
     # whichever other files are read with them.
-    keyed = spans.select("source_sha256", "chain_index", "session_id", "start_s", "end_s").sort(
-        "start_s", "session_id"
-    )
+    keyed = spans.select("source_sha256", "chain_index", "session_id", "start_s", "end_s")
+    # A FIT file of a chain without sessions of its own (its session messages in another FIT
+    # file of the chain) falls back to every session of the file: chain -1 matches them all.
+    own = keyed.select("source_sha256", "chain_index").unique().with_columns(_own=pl.lit(True))
+    keyed = pl.concat([keyed, keyed.with_columns(pl.lit(-1, pl.Int64).alias("chain_index"))])
     return (
         rows.with_columns(_epoch_s(time_column).alias("t_s"), CHAIN)
         .filter(pl.col("t_s").is_not_null())
-        .sort("t_s")
+        .join(own, on=["source_sha256", "chain_index"], how="left", maintain_order="left")
+        .with_columns(
+            pl.when(pl.col("_own")).then("chain_index").otherwise(-1).alias("chain_index")
+        )
+        .drop("_own")
+        # Stable: rows at one instant keep the file's order (the last one delivered wins).
+        .sort("t_s", maintain_order=True)
         .join_asof(
-            keyed,
+            keyed.sort("start_s", "session_id"),
             left_on="t_s",
             right_on="start_s",
             by=["source_sha256", "chain_index"],
