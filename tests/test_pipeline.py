@@ -319,3 +319,25 @@ def test_chained_fit_file_without_sessions_of_its_own_joins_the_chains_session(s
         settings, "SELECT distance_m, device_distance_m FROM intervals WHERE kind = 'lap'"
     )
     assert distance == pytest.approx(180.0) and device == pytest.approx(180.0)
+
+
+def test_an_activity_in_two_files_takes_its_messages_from_the_newer_only(settings, fixtures):
+    """The same 13 s activity alone in one file and as the first of two chained copies in
+    another: one session per distinct activity, each lap once (the older file's copy of the
+    shared activity is superseded and its laps and records go with it)."""
+    shutil.copy(
+        fixtures / "fit" / "activity-activity-filecrc.fit", land(settings, "fit/u/b.fit", b"")
+    )
+    assert run_pipeline(settings, out=io.StringIO())
+    # newer: wins over the chain's first copy, whose lap must not move to the chain's second
+    shutil.copy(fixtures / "fit" / "activity-filecrc.fit", land(settings, "fit/u/a.fit", b""))
+    assert run_pipeline(settings, out=io.StringIO())
+    rows = query(
+        settings,
+        "SELECT count(*), sum(distance_m), sum(device_distance_m) FROM intervals "
+        "WHERE kind = 'lap' GROUP BY session_id",
+    )
+    assert len(rows) == len(query(settings, "SELECT * FROM sessions")) == 2
+    for laps, distance, device in rows:
+        assert laps == 1
+        assert distance == pytest.approx(device, abs=0.1)

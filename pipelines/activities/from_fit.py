@@ -27,7 +27,9 @@ CHAIN = pl.col("chain_index").fill_null(0).alias("chain_index")
 
 
 def _session_spans(files: pl.LazyFrame, sessions: pl.LazyFrame, records: pl.LazyFrame):
-    """One row per session with start/end epoch seconds; synthesized where none decoded."""
+    """One row per session with start/end epoch seconds; synthesized where none decoded.
+    ``superseded``: the same activity is in a newer file (same session_id), which wins; the
+    row stays so that this file's messages find their session and are dropped with it."""
     declared = sessions.with_columns(
         CHAIN,
         _epoch_s("start_time_utc").alias("start_s"),
@@ -94,17 +96,24 @@ def _session_spans(files: pl.LazyFrame, sessions: pl.LazyFrame, records: pl.Lazy
             pl.when(single).then(pl.col("activity_id")).alias("activity_id"),
         )
         # The same activity exported twice (different bytes): the newest file wins.
-        .sort("received_at", "source_sha256")
-        .unique("session_id", keep="last", maintain_order=True)
+        .sort("received_at", "source_sha256", "chain_index", "session_index")
+        .with_columns(
+            (pl.int_range(pl.len()).over("session_id") < pl.len().over("session_id") - 1).alias(
+                "superseded"
+            )
+        )
     )
 
 
 def _assign(rows: pl.LazyFrame, spans: pl.LazyFrame, time_column: str) -> pl.LazyFrame:
     """Attach each row to the session of its file (and FIT file of a chain: two chained
-    activities may overlap in time) whose span contains it."""
+    activities may overlap in time) whose span contains it; rows of superseded sessions
+    (the activity is in a newer file) are dropped."""
     # A total order: sessions of one file starting at the same instant must get the same rows
     # whichever other files are read with them.
-    keyed = spans.select("source_sha256", "chain_index", "session_id", "start_s", "end_s")
+    keyed = spans.select(
+        "source_sha256", "chain_index", "session_id", "start_s", "end_s", "superseded"
+    )
     # A FIT file of a chain without sessions of its own (its session messages in another FIT
     # file of the chain) falls back to every session of the file: chain -1 matches them all.
     own = keyed.select("source_sha256", "chain_index").unique().with_columns(_own=pl.lit(True))
@@ -127,7 +136,12 @@ def _assign(rows: pl.LazyFrame, spans: pl.LazyFrame, time_column: str) -> pl.Laz
             strategy="backward",
             check_sortedness=False,
         )
-        .filter(pl.col("session_id").is_not_null() & (pl.col("t_s") <= pl.col("end_s") + 1.0))
+        .filter(
+            pl.col("session_id").is_not_null()
+            & (pl.col("t_s") <= pl.col("end_s") + 1.0)
+            & ~pl.col("superseded")
+        )
+        .drop("superseded")
     )
 
 
@@ -218,7 +232,9 @@ def pool_length_distance(lengths: pl.LazyFrame, spans: pl.LazyFrame) -> pl.LazyF
     rows = (
         _assign(lengths, spans, "start_time_utc")
         .join(
-            spans.select("session_id", "sub_sport", pl.col("total_distance_m").alias("_total")),
+            spans.filter(~pl.col("superseded")).select(
+                "session_id", "sub_sport", pl.col("total_distance_m").alias("_total")
+            ),
             on="session_id",
         )
         .filter(pl.col("sub_sport") == "lap_swimming")
@@ -304,7 +320,7 @@ def fit_activity_model(
     )
     bounds = pl.concat([bounds, workout_steps(bounds)], how="diagonal_relaxed")
 
-    model_sessions = spans.select(
+    model_sessions = spans.filter(~pl.col("superseded")).select(
         "session_id",
         "user_id",
         pl.lit("fit").alias("source"),
