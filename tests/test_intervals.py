@@ -377,6 +377,20 @@ def test_records_split_across_one_instant_are_merged_field_by_field(fixtures):
     assert (at_12s["distance_m"], at_12s["speed_mps"]) == (3.27, 1.65)
 
 
+def test_a_nan_at_one_instant_does_not_erase_a_value_delivered_there():
+    samples = pl.DataFrame(
+        {
+            "session_id": "s",
+            "t_s": [0.0, 0.0, 5.0],
+            "distance_m": [0.0, float("nan"), 15.0],
+            "speed_mps": [3.0, float("nan"), 3.0],
+        }
+    )
+    cleaned = clean_samples(samples.lazy()).collect()
+    assert cleaned.height == 2
+    assert (cleaned["distance_m"][0], cleaned["speed_mps"][0]) == (0.0, 3.0)
+
+
 def test_indoor_session_gets_distance_from_speed():
     t = np.arange(0.0, 100.0, 2.0)
     samples = pl.DataFrame({"session_id": "s", "t_s": START + t, "speed_mps": 2.5})

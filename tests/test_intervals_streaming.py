@@ -55,3 +55,30 @@ def test_ungrouped_sessions_are_refused_and_nothing_is_written(tmp_path):
     with pytest.raises(SessionsNotGrouped, match=rf"part-0\.parquet.*{first}"):
         interval_metrics_files(parts, laps, out, batch_rows=16)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["part-0.parquet"]
+
+
+def test_files_with_other_columns_and_types_continue_each_other(tmp_path):
+    """A session split across two files, the first without heart rate, the second with it
+    as integers: read as one stream (every sample column Float64, null where absent)."""
+    t = [0.0, 10.0, 20.0, 30.0, 40.0]
+    first = pl.DataFrame({"session_id": "s", "t_s": t[:2], "distance_m": [0.0, 30.0]})
+    second = pl.DataFrame(
+        {"session_id": "s", "t_s": t[2:], "distance_m": [60.0, 90.0, 120.0], "hr_bpm": [150] * 3}
+    )
+    parts = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    first.write_parquet(parts[0])
+    second.write_parquet(parts[1])
+    laps = pl.DataFrame(
+        {
+            "session_id": ["s"],
+            "kind": ["lap"],
+            "interval_index": [0],
+            "start_s": [0.0],
+            "end_s": [40.0],
+        }
+    )
+    out = tmp_path / "out.parquet"
+    interval_metrics_files(parts, laps, out, batch_rows=2)
+    row = pl.read_parquet(out).row(0, named=True)
+    assert row["distance_m"] == pytest.approx(120.0)
+    assert row["avg_hr"] == pytest.approx(150.0)  # over the 20 s that have heart rate

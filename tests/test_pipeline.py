@@ -341,3 +341,37 @@ def test_an_activity_in_two_files_takes_its_messages_from_the_newer_only(setting
     for laps, distance, device in rows:
         assert laps == 1
         assert distance == pytest.approx(device, abs=0.1)
+
+
+def test_pool_swim_length_rows_carry_the_records_heart_rate(settings):
+    """The rows added at length boundaries hold the heart rate of the record before them (a
+    value holds until the next sample): lap 0's average is the time-weighted mean of the
+    records' values from the first record on, not one with holes at every boundary."""
+    from tests.fit_writer import FitWriter
+
+    t0 = 1_000_000_000
+    w = FitWriter()
+    w.define(0, "file_id", ["type", "manufacturer", "product", "time_created"])
+    w.write(0, 4, 1, 3121, t0)
+    w.define(1, "event", ["timestamp", "event", "event_type"])
+    w.write(1, t0, 0, 0)  # timer start
+    w.define(2, "length", ["timestamp", "start_time", "total_elapsed_time", "length_type"])
+    w.define(3, "record", ["timestamp", "distance", "heart_rate"])
+    # four 30 s lengths of 25 m; each record comes 5 s after its length ends
+    for k in range(4):
+        w.write(2, t0 + 30 * k + 30, t0 + 30 * k, 30_000, 1)
+        w.write(3, t0 + 30 * k + 35, 2500 * (k + 1), 140 if k % 2 == 0 else 160)
+    fields = ["timestamp", "start_time", "total_elapsed_time", "total_timer_time"]
+    w.define(4, "lap", [*fields, "total_distance"])
+    w.write(4, t0 + 120, t0, 120_000, 120_000, 10_000)
+    w.write(1, t0 + 125, 0, 4)  # timer stop_all
+    w.define(5, "session", [*fields, "total_distance", "sport", "sub_sport"])
+    w.write(5, t0 + 125, t0, 125_000, 125_000, 10_000, 5, 17)  # swimming, lap_swimming
+    land(settings, "fit/swimmer-3/pool.fit", w.to_bytes())
+    assert run_pipeline(settings, out=io.StringIO())
+    ((distance, avg_hr),) = query(
+        settings, "SELECT distance_m, avg_hr FROM intervals WHERE kind = 'lap'"
+    )
+    assert distance == pytest.approx(100.0)
+    # held from the records at 35 s (140), 65 s (160), 95 s (140) to the lap end at 120 s
+    assert avg_hr == pytest.approx((140 * 30 + 160 * 30 + 140 * 25) / 85)

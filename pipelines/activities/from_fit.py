@@ -50,7 +50,8 @@ def _session_spans(files: pl.LazyFrame, sessions: pl.LazyFrame, records: pl.Lazy
         )
         .filter(pl.col("n") > 1)
         .with_columns(
-            pl.lit(0, pl.Int64).alias("session_index"),
+            # One per FIT file of a chain (0 for a plain file): distinct session ids.
+            pl.col("chain_index").alias("session_index"),
             pl.from_epoch((pl.col("start_s") * 1000).cast(pl.Int64), time_unit="ms")
             .dt.replace_time_zone("UTC")
             .alias("start_time_utc"),
@@ -171,7 +172,7 @@ def timer_from_events(samples: pl.LazyFrame, events: pl.LazyFrame) -> pl.LazyFra
         .select("session_id", pl.col("t_s").alias("event_t"), "running", "timer_at_event")
         .sort("event_t")
     )
-    joined = samples.sort("t_s").join_asof(
+    joined = samples.sort("t_s", maintain_order=True).join_asof(
         timer_events,
         left_on="t_s",
         right_on="event_t",
@@ -264,6 +265,39 @@ def pool_length_distance(lengths: pl.LazyFrame, spans: pl.LazyFrame) -> pl.LazyF
     )
 
 
+def _with_pool_lengths(samples: pl.LazyFrame, by_lengths: pl.LazyFrame) -> pl.LazyFrame:
+    """Samples of pool swims with their distance from the lengths: the records' distance
+    dropped, a row added at every length boundary carrying the heart rate, cadence and power
+    of the record before it (they hold until the next sample; a null would read as missing
+    there; speed stays empty: a length's own distance and time give it). Other sessions'
+    samples untouched, in their order."""
+    pooled = by_lengths.select("session_id").unique()
+    held = ("hr_bpm", "cadence", "power_w")
+    from_lengths = pl.col("_from_lengths")
+    pool = (
+        pl.concat(
+            [
+                samples.join(pooled, on="session_id", how="semi", maintain_order="left")
+                .with_columns(pl.lit(None, pl.Float64).alias("distance_m"))
+                .with_columns(pl.lit(False).alias("_from_lengths")),
+                by_lengths.with_columns(pl.lit(True).alias("_from_lengths")),
+            ],
+            how="diagonal_relaxed",
+        )
+        .sort("session_id", "t_s", "_from_lengths", maintain_order=True)
+        .with_columns(
+            pl.when(from_lengths)
+            .then(pl.col(c).forward_fill().over("session_id"))
+            .otherwise(pl.col(c))
+            .alias(c)
+            for c in held
+        )
+        .drop("_from_lengths")
+    )
+    others = samples.join(pooled, on="session_id", how="anti", maintain_order="left")
+    return pl.concat([others, pool], how="diagonal_relaxed")
+
+
 def fit_activity_model(
     files: pl.LazyFrame,
     sessions: pl.LazyFrame,
@@ -286,20 +320,7 @@ def fit_activity_model(
         "lat_deg",
         "lon_deg",
     )
-    # Pool swims: distance from the lengths, not from the records (see pool_length_distance).
-    by_lengths = pool_length_distance(lengths, spans)
-    pooled = by_lengths.select("session_id").unique().with_columns(pl.lit(True).alias("_pooled"))
-    samples = pl.concat(
-        [
-            samples.join(pooled, on="session_id", how="left")
-            .with_columns(
-                pl.when(pl.col("_pooled")).then(None).otherwise("distance_m").alias("distance_m")
-            )
-            .drop("_pooled"),
-            by_lengths,
-        ],
-        how="diagonal_relaxed",
-    )
+    samples = _with_pool_lengths(samples, pool_length_distance(lengths, spans))
     session_events = _assign(events, spans, "time_utc").select(
         "session_id", "t_s", "event", "event_type"
     )

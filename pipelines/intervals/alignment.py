@@ -110,9 +110,9 @@ def clean_samples(
       that order (each session one run of rows, time strictly increasing: checked in one
       pass) is not sorted again;
     - with ``session_starts`` (``session_id, start_s, end_s``): a session whose first sample
-      comes after its start (and before its end) gets a sample at the start reading 0 m (and
-      timer 0 s), when its first distance is within reach of the device's speeds since the
-      start (``_start_samples``);
+      comes after its start (and before its end; none without a known end) gets a sample at
+      the start reading 0 m (and timer 0 s), when its first distance is within reach of the
+      device's speeds since the start (``_start_samples``);
     - a session's first sample without distance reads 0 m on the same condition;
     - a cumulative distance that drops (device reset, new FIT section) is re-based so it keeps
       rising;
@@ -185,7 +185,12 @@ def _one_row_per_instant(df: pl.DataFrame) -> pl.DataFrame:
         return df
     instant = pl.struct("session_id", "t_s")
     values = [c for c in df.columns if c not in ("session_id", "t_s")]
-    return df.with_columns(pl.col(values).forward_fill().over(instant)).filter(~repeated)
+    floats = [c for c in values if df.schema[c].is_float()]
+    return (
+        df.with_columns(pl.col(floats).fill_nan(None))  # NaN counts as missing, as null
+        .with_columns(pl.col(values).forward_fill().over(instant))
+        .filter(~repeated)
+    )
 
 
 def _clean_distance(t, d, speed, starts) -> np.ndarray:

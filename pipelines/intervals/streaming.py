@@ -78,7 +78,7 @@ def interval_metrics_files(
         stats.sessions += len(ids)
         stats.batches += 1
         stats.largest_batch = max(stats.largest_batch, batch.height)
-        spans = wanted.filter(pl.col("session_id").is_in(ids))
+        spans = wanted.filter(pl.col("session_id").is_in(ids.implode()))
         write(interval_metrics(clean_samples(batch.lazy()), spans.lazy(), gap_threshold_s))
 
     def write(rows: pl.LazyFrame) -> None:
@@ -122,13 +122,19 @@ def interval_metrics_files(
 
 
 def _batches(path: Path, batch_rows: int):
-    """Record batches of the sample columns ``path`` has, as Polars frames."""
+    """Record batches of ``path`` as Polars frames of every sample column (session_id as
+    text, the rest Float64, null where the file has no such column), so that files written
+    with other columns or types continue each other."""
     parquet = pq.ParquetFile(path)
     columns = [c for c in SAMPLE_COLUMNS if c in parquet.schema_arrow.names]
     if "session_id" not in columns or "t_s" not in columns:
         raise ValueError(f"{path}: samples need session_id and t_s columns, found {columns}")
+    uniform = [pl.col("session_id").cast(pl.String)] + [
+        (pl.col(c) if c in columns else pl.lit(None)).cast(pl.Float64).alias(c)
+        for c in SAMPLE_COLUMNS[1:]
+    ]
     for record_batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
-        yield pl.from_arrow(pa.Table.from_batches([record_batch]))
+        yield pl.from_arrow(pa.Table.from_batches([record_batch])).select(uniform)
 
 
 def _last_run_start(session_id: pl.Series) -> int:
