@@ -140,14 +140,16 @@ def build_silver_activities(read: Callable[[str], pl.LazyFrame]) -> SilverActivi
     garmin = garmin_activity_model(*(read(table) for table in GARMIN_ACTIVITY_TABLES))
     fit = fit_activity_model(*(read(table) for table in FIT_TABLES))
     sessions, samples, bounds = merge_sources(garmin, fit)
-    sessions_df = sessions.collect()
+    # One pass over bronze for all three (shared subplans are computed once).
+    sessions_df, raw_samples, bounds_df = pl.collect_all([sessions, samples, bounds])
     # Odometers read 0 at the session start: where the first sample comes later, the start
     # gets a sample of its own (see clean_samples).
     start_s = pl.col("start_time_utc").dt.epoch("ms") / 1000.0
     session_starts = sessions_df.lazy().select(
         "session_id", start_s.alias("start_s"), (start_s + pl.col("elapsed_s")).alias("end_s")
     )
-    samples_df, bounds_df = pl.collect_all([clean_samples(samples, session_starts), bounds])
+    samples_df = clean_samples(raw_samples.lazy(), session_starts).collect()
+    del raw_samples
     measured = interval_metrics(samples_df.lazy(), bounds_df.lazy())
     intervals = measured.join(
         bounds_df.lazy().drop("start_s", "end_s"),
