@@ -31,7 +31,7 @@ COMMENT ON COLUMN intervals.end_out_of_range IS 'End after the last sample: edge
 COMMENT ON COLUMN intervals.max_gap_s IS 'Longest time between consecutive samples covering the interval (s)';
 COMMENT ON COLUMN intervals.device_distance_m IS 'The watch''s own lap distance (FIT), for comparison (m)';
 
-COMMENT ON TABLE samples IS 'Cleaned sample streams: sorted, one row per instant, distance resets undone';
+COMMENT ON TABLE samples IS 'Cleaned sample streams: sorted, one row per instant (split records merged), distance resets undone; a 0 m row at the session start when the stream starts later; pool swims: distance from the FIT length messages';
 COMMENT ON TABLE daily_summaries IS 'Garmin dailies, newest version per user and day';
 COMMENT ON TABLE sleep_sessions IS 'Garmin sleeps; a *_FINAL version replaces *_TENTATIVE';
 COMMENT ON TABLE epochs IS 'Garmin 15-minute epochs; a complete epoch replaces a partial one';
