@@ -222,23 +222,29 @@ def workout_steps(laps: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def pool_length_distance(lengths: pl.LazyFrame, spans: pl.LazyFrame) -> pl.LazyFrame:
-    """Pool swims (``lap_swimming``): the distance at every length boundary, from the
-    ``length`` messages. The watch counts whole lengths; its records come only when a length
-    is done, seconds late, and cannot tell a rest from a slow length, so laps measured on
-    records smear each length over the rest next to it. Here the distance is the pool length
-    × the active lengths completed at each length's start and end (flat over idle lengths,
-    i.e. rests); the pool length is the session's distance over its active lengths.
-    Returns ``session_id, t_s, distance_m`` rows (several per instant where lengths touch)."""
+    """Pool swims (``lap_swimming``, or any swim but open water that has lengths): the
+    distance at every length boundary, from the ``length`` messages. The watch counts whole
+    lengths; its records come only when a length is done, seconds late, and cannot tell a
+    rest from a slow length, so laps measured on records smear each length over the rest next
+    to it. Here the distance is the pool length × the active lengths completed at each
+    length's start and end (flat over idle lengths, i.e. rests); the pool length is the
+    session's distance over its active lengths. Returns ``session_id, t_s, distance_m`` rows
+    (several per instant where lengths touch)."""
     active = (pl.col("length_type") == "active").cast(pl.Int64)
     rows = (
         _assign(lengths, spans, "start_time_utc")
         .join(
             spans.filter(~pl.col("superseded")).select(
-                "session_id", "sub_sport", pl.col("total_distance_m").alias("_total")
+                "session_id", "sport", "sub_sport", pl.col("total_distance_m").alias("_total")
             ),
             on="session_id",
         )
-        .filter(pl.col("sub_sport") == "lap_swimming")
+        # Pool swims: lap_swimming, or a swim with lengths that is not open water (some
+        # devices leave sub_sport generic).
+        .filter(
+            (pl.col("sub_sport") == "lap_swimming")
+            | ((pl.col("sport") == "swimming") & pl.col("sub_sport").fill_null("").ne("open_water"))
+        )
         .sort("session_id", "t_s", "message_index")
         .with_columns(
             active.alias("_active"),
