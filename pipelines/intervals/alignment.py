@@ -246,13 +246,20 @@ def _reachable_from(origin, t, distance, speed, starts, run) -> np.ndarray:
     have carried it since ``origin`` (1.5 × the fastest speed up to that reading × the time,
     + 1 m), so the odometer can have read 0 at ``origin``. False without any reading."""
     n = len(t)
-    first_valid = np.minimum.reduceat(np.where(np.isnan(distance), n, np.arange(n)), starts)
+    first_valid = _first_valid(distance, starts)
     fv = np.minimum(first_valid, n - 1)
     until_first = np.where(np.arange(n) <= fv[run], speed, np.nan)
     fastest = np.nan_to_num(np.fmax.reduceat(until_first, starts), nan=0.0)
     reach = 1.5 * np.clip(fastest, 0.0, None) * (t[fv] - origin) + RESET_TOLERANCE_M
     with np.errstate(invalid="ignore"):
         return (first_valid < n) & (distance[fv] >= 0.0) & (distance[fv] <= reach)
+
+
+def _first_valid(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per session (first rows ``starts``): the row of its first non-NaN value, ``len(values)``
+    when it has none."""
+    n = len(values)
+    return np.minimum.reduceat(np.where(np.isnan(values), n, np.arange(n)), starts)
 
 
 def _start_samples(
@@ -294,8 +301,8 @@ def _start_samples(
     is_new[new] = True
     # Timer 0 at the start unless the first timer reading says the timer ran before it.
     timer = df["timer_s"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-    first_timer = np.fmin.reduceat(np.where(np.isnan(timer), np.inf, np.arange(n)), starts)
-    ft = np.minimum(first_timer, n - 1).astype(np.int64)
+    first_timer = _first_valid(timer, starts)
+    ft = np.minimum(first_timer, n - 1)
     with np.errstate(invalid="ignore"):
         timer_ok = (first_timer < n) & (timer[ft] <= t[ft] - origin + 1.0)
     start_values = {
