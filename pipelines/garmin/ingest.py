@@ -5,13 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import polars as pl
-
 from pipelines.garmin.push import BRONZE_TABLES, PayloadError, is_erased_item, parse_push
 from pipelines.lake.erasure import erased_users, refresh_ledger_stat, rewrite_body
 from pipelines.lake.layout import LakeLayout
+from pipelines.lake.ledger import read_landed
 from pipelines.lake.quarantine import QuarantineBatch
-from pipelines.lake.stage import mark_processed, pending_files, with_lineage, write_bronze
+from pipelines.lake.stage import (
+    failure_reason,
+    mark_processed,
+    pending_files,
+    refuse_input,
+    with_lineage,
+    write_bronze,
+)
 
 STAGE = "garmin_push"
 # Bodies fetched for pings land in garmin/fetched and are parsed exactly like pushes.
@@ -42,18 +48,20 @@ def _ingest_one(
     landing: Path, layout: LakeLayout, file_row: dict, report: IngestReport, erased: dict
 ) -> None:
     quarantine = QuarantineBatch(file_row["path"], file_row["sha256"], STAGE)
-    raw = (landing / file_row["path"]).read_bytes()
     try:
-        parsed = parse_push(raw, erased)
+        parsed = parse_push(read_landed(landing, file_row), erased)
+        tables = parsed.tables()
     except PayloadError as exc:
-        quarantine.add(str(exc))
-        quarantine.write(layout)
-        for table in BRONZE_TABLES:  # a re-processed body must not leave older parts behind
-            write_bronze(layout, table, file_row["sha256"], pl.DataFrame())
-        mark_processed(layout, STAGE, file_row, "quarantined", 0)
+        reason = str(exc)
+    except Exception as exc:  # one input's failure, whatever it is, is that input's alone
+        reason = failure_reason(exc)
+    else:
+        reason = None
+    if reason is not None:
+        # A re-processed body must not leave older parts behind.
+        refuse_input(layout, STAGE, file_row, reason, BRONZE_TABLES)
         report.quarantined_files += 1
         return
-    tables = parsed.tables()
     total = 0
     for table, frame in tables.items():
         # Most tables are empty for any one body: nothing to label, just no part.

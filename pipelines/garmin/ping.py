@@ -44,8 +44,9 @@ import polars as pl
 from pipelines.garmin.push import PayloadError, load_envelope
 from pipelines.lake.io import write_parquet_atomic
 from pipelines.lake.layout import LakeLayout
-from pipelines.lake.ledger import is_safe_id
+from pipelines.lake.ledger import LandingRefused, is_safe_id, read_landed_path
 from pipelines.lake.quarantine import QuarantineBatch
+from pipelines.lake.stage import failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -625,9 +626,12 @@ class _Fetcher:
         state_path = ping_state_dir(self.layout) / f"{ping.sha256}.parquet"
         ctx = _FileCtx(ping, state_path, _load_rows(state_path))
         try:
-            raw = (self.landing / ping.path).read_bytes()
+            raw = read_landed_path(self.landing, ping.path)
         except FileNotFoundError:
             ctx.problem = "ping file is missing from landing"
+            return ctx
+        except LandingRefused as exc:
+            ctx.problem = f"refused: {exc}"
             return ctx
         if hashlib.sha256(raw).hexdigest() != ping.sha256:
             ctx.problem = "ping file content differs from its ledger sha256"
@@ -638,6 +642,9 @@ class _Fetcher:
             ctx.tasks, refusals = parse_ping(raw, ping)
         except PayloadError as exc:
             ctx.problem = redact_text(str(exc), self.secrets)
+            return ctx
+        except Exception as exc:  # one body's failure, whatever it is, is that body's alone
+            ctx.problem = redact_text(failure_reason(exc), self.secrets)
             return ctx
         before = len(ctx.rows)
         for task in ctx.tasks:
@@ -696,7 +703,12 @@ class _Fetcher:
                 self.crash = self.crash or exc
 
     async def _process(self, ctx: _FileCtx, task: PingTask, row: dict[str, Any]) -> None:
-        result = await self._fetch(task, row["attempts"])
+        try:
+            result = await self._fetch(task, row["attempts"])
+        except OSError:  # our own storage (disk full, …): the run must fail
+            raise
+        except Exception as exc:  # this item's alone: refused, the others go on
+            result = _Result(FAILED, reason=failure_reason(exc))
         reason = redact_text(result.reason, self.secrets) if result.reason else None
         row.update(
             status=result.status,

@@ -11,7 +11,14 @@ import json
 from datetime import date
 from typing import Any
 
-from pipelines.plans.model import KIND_ALIASES, PlanError, PlannedSession, Repeat, Step
+from pipelines.plans.model import (
+    KIND_ALIASES,
+    PlanError,
+    PlannedSession,
+    Repeat,
+    Step,
+    unrolled_count,
+)
 
 _INTENSITY = {
     "WARMUP": "warmup",
@@ -79,6 +86,8 @@ def parse_workout(raw: bytes, fallback_id: str) -> tuple[str, dict[str, Any]]:
         body = json.loads(raw.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PlanError(f"workout is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise PlanError("workout is nested too deeply") from exc
     if not isinstance(body, dict) or not isinstance(body.get("segments"), list):
         raise PlanError("a Training API workout is an object with 'segments'")
     workout_id = str(body.get("workoutId") or fallback_id)
@@ -95,6 +104,7 @@ def workout_sessions(
         steps.extend(_workout_step(s) for s in segment["steps"])
     if not steps:
         raise PlanError(f"workout {workout_id} has no steps")
+    unrolled_count(steps, f"workout {workout_id}")  # bounded before any date unrolls it
     sport = str(body.get("sport") or "running").lower()
     return [
         PlannedSession(

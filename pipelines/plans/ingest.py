@@ -16,17 +16,25 @@ import polars as pl
 
 from pipelines.lake.io import scan_parts
 from pipelines.lake.layout import LakeLayout
-from pipelines.lake.ledger import read_ledger
+from pipelines.lake.ledger import read_landed, read_ledger
 from pipelines.lake.quarantine import QuarantineBatch
 from pipelines.lake.stage import (
     LINEAGE_SCHEMA,
+    failure_reason,
     mark_processed,
     pending_files,
+    refuse_input,
     with_lineage,
     write_bronze,
 )
 from pipelines.plans.garmin_workouts import parse_schedule, parse_workout, workout_sessions
-from pipelines.plans.model import PLANNED_SESSION_SCHEMA, PLANNED_STEP_SCHEMA, PlanError, frames
+from pipelines.plans.model import (
+    MAX_PLAN_FILE_BYTES,
+    PLANNED_SESSION_SCHEMA,
+    PLANNED_STEP_SCHEMA,
+    PlanError,
+    frames,
+)
 from pipelines.plans.native import parse_native_plan
 
 STAGE = "plans"
@@ -78,25 +86,28 @@ def ingest_plan_files(landing: Path, layout: LakeLayout) -> PlanIngestReport:
     report = PlanIngestReport()
     for file_row in pending_files(layout, "plan", STAGE).iter_rows(named=True):
         report.files += 1
-        quarantine = QuarantineBatch(file_row["path"], file_row["sha256"], STAGE)
+        relative = PurePosixPath(file_row["path"])
         try:
-            if file_row["problem"]:
-                raise PlanError(file_row["problem"])
-            relative = PurePosixPath(file_row["path"])
-            parsed = _parse((landing / relative).read_bytes(), relative, file_row["user_id"])
+            raw = read_landed(landing, file_row, MAX_PLAN_FILE_BYTES)
+            parsed = _parse(raw, relative, file_row["user_id"])
         except PlanError as exc:
-            quarantine.add(str(exc))
-            parsed = {}
+            reason = str(exc)
+        except Exception as exc:  # one input's failure, whatever it is, is that input's alone
+            reason = failure_reason(exc)
+        else:
+            reason = None
+        if reason is not None:
+            refuse_input(layout, STAGE, file_row, reason, TABLES)
             report.quarantined_files += 1
+            continue
         for table in TABLES:
             frame = parsed.get(table, pl.DataFrame())
             if frame.height:
                 frame = with_lineage(frame, file_row)
                 report.rows[table] = report.rows.get(table, 0) + frame.height
             write_bronze(layout, table, file_row["sha256"], frame)
-        quarantine.write(layout)
-        status = "quarantined" if quarantine.records else "ingested"
-        mark_processed(layout, STAGE, file_row, status, sum(f.height for f in parsed.values()))
+        QuarantineBatch(file_row["path"], file_row["sha256"], STAGE).write(layout)
+        mark_processed(layout, STAGE, file_row, "ingested", sum(f.height for f in parsed.values()))
     return report
 
 
@@ -137,10 +148,14 @@ def build_planned(layout: LakeLayout) -> tuple[pl.DataFrame, pl.DataFrame, list[
                 "which was never delivered"
             )
             continue
-        planned = workout_sessions(
-            row["workout_id"], json.loads(body), row["planned_date"], row["user_id"]
-        )
-        s, st = frames(row["user_id"], planned)
+        try:
+            planned = workout_sessions(
+                row["workout_id"], json.loads(body), row["planned_date"], row["user_id"]
+            )
+            s, st = frames(row["user_id"], planned)
+        except PlanError as exc:  # e.g. scheduled on more dates than one file may hold
+            problems.append(f"user {row['user_id']}: workout {row['workout_id']}: {exc}")
+            continue
         sessions.append(s)
         steps.append(st)
     planned_sessions = pl.concat(sessions).unique("planned_session_id", keep="last")

@@ -17,6 +17,17 @@ class PlanError(ValueError):
     """A plan that cannot be used, with the reason."""
 
 
+# Bounds on what one plan file may ask for, checked before anything is expanded: a repeat
+# block multiplies what it holds, so a few nested repeats could otherwise ask for billions of
+# steps. A real session has tens of steps; a year's plan a few hundred sessions.
+MAX_PLAN_FILE_BYTES = 4 << 20
+MAX_STEPS_PER_SESSION = 500  # once repeats are unrolled
+MAX_STEPS_PER_FILE = 50_000  # once repeats are unrolled, over all sessions of the file
+MAX_SESSIONS_PER_FILE = 5_000
+MAX_REPEAT_DEPTH = 4  # repeats inside repeats
+MAX_DOCUMENT_DEPTH = 64  # nesting of the YAML/JSON document
+
+
 PLANNED_SESSION_SCHEMA: dict[str, pl.DataType] = {
     "planned_session_id": pl.String(),
     "user_id": pl.String(),
@@ -185,17 +196,29 @@ def parse_hr(value: object) -> tuple[float, float]:
     raise PlanError(f"heart rate {value!r} is not understood (use e.g. 150-160)")
 
 
-def unroll(session: PlannedSession) -> list[dict]:
-    """Steps in execution order, repeats expanded."""
-    rows: list[dict] = []
-    counter = iter(range(10_000))
-    definition_index: dict[int, int] = {}
+def unrolled_count(items: list[Step | Repeat], where: str, depth: int = 0) -> int:
+    """How many steps ``items`` unroll to, without unrolling them; refuses repeats nested
+    deeper than MAX_REPEAT_DEPTH and counts past MAX_STEPS_PER_SESSION as soon as they pass."""
+    if depth > MAX_REPEAT_DEPTH:
+        raise PlanError(f"{where}: repeats nested deeper than {MAX_REPEAT_DEPTH} levels")
+    total = 0
+    for item in items:
+        if isinstance(item, Repeat):
+            total += item.times * unrolled_count(item.steps, where, depth + 1)
+        else:
+            total += 1
+        if total > MAX_STEPS_PER_SESSION:
+            raise PlanError(
+                f"{where}: more than {MAX_STEPS_PER_SESSION} steps once repeats are unrolled"
+            )
+    return total
 
-    def index_of(step: Step) -> int:
-        key = id(step)
-        if key not in definition_index:
-            definition_index[key] = next(counter)
-        return definition_index[key]
+
+def unroll(session: PlannedSession) -> list[dict]:
+    """Steps in execution order, repeats expanded (bounded first, see ``unrolled_count``)."""
+    unrolled_count(session.steps, f"session {session.planned_session_id}")
+    rows: list[dict] = []
+    definition_index: dict[int, int] = {}
 
     def walk(items: list[Step | Repeat], iteration: int) -> None:
         for item in items:
@@ -207,7 +230,9 @@ def unroll(session: PlannedSession) -> list[dict]:
                     {
                         "planned_session_id": session.planned_session_id,
                         "step_index": len(rows),
-                        "definition_index": index_of(item),
+                        "definition_index": definition_index.setdefault(
+                            id(item), len(definition_index)
+                        ),
                         "repeat_iteration": iteration,
                         "kind": item.kind,
                         "name": item.name,
@@ -222,8 +247,6 @@ def unroll(session: PlannedSession) -> list[dict]:
                 )
 
     walk(session.steps, 0)
-    if len(rows) > 500:
-        raise PlanError(f"session {session.planned_session_id}: more than 500 steps once unrolled")
     return rows
 
 
@@ -247,9 +270,13 @@ def estimated_duration(steps: list[dict], sport: str) -> float | None:
 
 def frames(user_id: str, sessions: list[PlannedSession]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(planned_sessions, planned_steps) for one plan file."""
+    if len(sessions) > MAX_SESSIONS_PER_FILE:
+        raise PlanError(f"more than {MAX_SESSIONS_PER_FILE} sessions in one file")
     session_rows, step_rows = [], []
     for session in sessions:
         steps = unroll(session)
+        if len(step_rows) + len(steps) > MAX_STEPS_PER_FILE:
+            raise PlanError(f"more than {MAX_STEPS_PER_FILE} steps in one file once unrolled")
         if not steps:
             raise PlanError(f"session {session.planned_session_id}: no intervals")
         step_rows.extend(steps)

@@ -24,6 +24,8 @@ import yaml
 
 from pipelines.plans.model import (
     KIND_ALIASES,
+    MAX_DOCUMENT_DEPTH,
+    MAX_PLAN_FILE_BYTES,
     PlanError,
     PlannedSession,
     Repeat,
@@ -38,7 +40,28 @@ from pipelines.plans.model import (
 MAX_REPEAT = 100
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """Safe YAML without aliases (an alias bomb expands a few lines into billions of nodes)
+    and with a bounded nesting depth (deep nesting exhausts the composer's recursion)."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise PlanError(f"YAML aliases are not accepted (line {event.start_mark.line + 1})")
+        self._depth += 1
+        try:
+            if self._depth > MAX_DOCUMENT_DEPTH:
+                raise PlanError(f"nested deeper than {MAX_DOCUMENT_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def load_document(raw: bytes, name: str) -> Any:
+    if len(raw) > MAX_PLAN_FILE_BYTES:
+        raise PlanError(f"{len(raw):,} bytes: plan files are at most {MAX_PLAN_FILE_BYTES:,}")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -46,10 +69,14 @@ def load_document(raw: bytes, name: str) -> Any:
     try:
         if name.lower().endswith(".json"):
             return json.loads(text)
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader subclass
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise PlanError(f"not valid {'JSON' if name.endswith('.json') else 'YAML'}: {exc}") from exc
+    except RecursionError as exc:
+        raise PlanError("nested too deeply to be a plan") from exc
     except ValueError as exc:  # YAML's own date parsing, e.g. 2026-13-40
+        if isinstance(exc, PlanError):
+            raise
         raise PlanError(f"invalid value: {exc} (dates are YYYY-MM-DD)") from exc
 
 
