@@ -2,17 +2,34 @@
 
 Recovery first: a file that fails its CRC or ends early keeps every message that decoded and
 says so in ``integrity``; only a file with nothing usable raises ``FitUnusable``.
+
+Contract, for any byte input: ``decode_fit`` returns a ``FitDecoded`` (integrity != "ok" and a
+``problem`` when it was damaged, every message that decoded kept) or raises ``FitUnusable``
+with the reason; no other exception leaves it (tests/test_fit_fuzz.py, benchmarks/fuzz_fit.py).
+
+Resource bounds, checked before the work they bound:
+
+* ``MAX_FIT_BYTES``: the largest FIT file decoded (after gzip decompression). ``.fit.gz`` is
+  decompressed in bounded steps (``read_fit_bytes``, ``gunzip_bounded``) that stop at the
+  bound and at ``MAX_COMPRESSION_RATIO``, so a gzip bomb never expands in memory.
+* A header's data size is a claim, not an allocation: both decoders read what is present and
+  a claim beyond it is reported as truncation.
+* ``MAX_FIT_MESSAGES``: data messages per file; more makes the file unusable.
 """
 
 from __future__ import annotations
 
-import gzip
+import contextlib
 import io
 import json
+import math
 import os
 import warnings
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import fitdecode
@@ -20,6 +37,24 @@ import polars as pl
 
 SEMICIRCLE_TO_DEG = 180.0 / 2**31
 DECODER_ENV = "WEARHOUSE_FIT_DECODER"  # "fast" (default) or "fitdecode"
+
+#: Largest FIT file decoded, in bytes after decompression. Real activities are far smaller
+#: (a 24 h ride recorded every second is about 5 MiB); the bound keeps one hostile file from
+#: taking a worker's memory (the fitdecode path holds a few times the file in Python objects).
+MAX_FIT_BYTES = 256 << 20
+#: Most data messages decoded from one file (all FIT files of a chain together). A week
+#: recorded every second, with hrv messages beside the records, stays well below it.
+MAX_FIT_MESSAGES = 2_000_000
+#: gzip: decompressed size at most this multiple of the compressed size. FIT files compress
+#: a few times; a far higher ratio is a decompression bomb. Checked once the output passes
+#: COMPRESSION_RATIO_FLOOR, so that tiny files never trip it.
+MAX_COMPRESSION_RATIO = 200
+COMPRESSION_RATIO_FLOOR = 1 << 20
+#: Reading step for files and decompression output.
+_CHUNK = 1 << 20
+#: Prefix of the reason (``FitUnusable``) or problem (integrity "decoder_error") given when an
+#: unexpected exception inside the decoder is contained: a bug to fix, never a crash.
+INTERNAL_ERROR_PREFIX = "decoder error"
 
 TS = pl.Datetime("ms", "UTC")
 
@@ -155,7 +190,7 @@ FILE_SCHEMA: dict[str, pl.DataType] = {
 
 
 class FitUnusable(ValueError):
-    """Nothing usable could be read from the file."""
+    """Nothing usable could be read from the file (or it exceeds a resource bound)."""
 
 
 @dataclass
@@ -240,8 +275,94 @@ def _anchor(seconds: float | None, anchor: float | None) -> float | None:
     return None if anchor is None else anchor + (-1.0 - seconds)
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _size_text(n: int) -> str:
+    return f"{n / (1 << 20):,.1f} MiB" if n >= 1 << 20 else f"{n:,} bytes"
+
+
+def _gunzip_chunks(chunks: Iterable[bytes], limit: int = MAX_FIT_BYTES) -> bytes:
+    """Decompress a gzip stream given as compressed chunks (several members allowed, zero
+    padding after a member ignored, as ``gzip.decompress`` does), holding at most ``limit``
+    bytes of output: zlib produces at most ``_CHUNK`` bytes per step (``max_length``) and the
+    size and ratio bounds are checked after every step, so a bomb stops at the bound."""
+    out = io.BytesIO()
+    produced = taken = 0  # output bytes so far; compressed bytes fed so far
+    inflater = None  # the current gzip member's decompressor
+    for chunk in chunks:
+        taken += len(chunk)
+        pending = chunk
+        while True:
+            if inflater is None:
+                pending = pending.lstrip(b"\x00")
+                if not pending:
+                    break
+                inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+            try:
+                piece = inflater.decompress(pending, _CHUNK)
+            except zlib.error as exc:
+                raise FitUnusable(f"gzip could not be read: {exc}") from exc
+            produced += len(piece)
+            if produced > limit:
+                raise FitUnusable(
+                    f"gzip expands beyond the {_size_text(limit)} limit for a FIT file"
+                )
+            if produced > COMPRESSION_RATIO_FLOOR and produced > MAX_COMPRESSION_RATIO * taken:
+                raise FitUnusable(
+                    f"gzip expands more than {MAX_COMPRESSION_RATIO}x "
+                    f"({_size_text(taken)} to more than {_size_text(produced)}): "
+                    "a decompression bomb, not a FIT file"
+                )
+            out.write(piece)
+            if inflater.eof:
+                pending, inflater = inflater.unused_data, None
+                continue
+            pending = inflater.unconsumed_tail
+            if not pending and len(piece) < _CHUNK:
+                break  # everything fed was used: the next chunk is needed
+    if inflater is not None:
+        raise FitUnusable("gzip could not be read: compressed data ends early")
+    return out.getvalue()
+
+
+def gunzip_bounded(raw: bytes, limit: int = MAX_FIT_BYTES) -> bytes:
+    """``gzip.decompress(raw)`` with the size and ratio bounds; ``FitUnusable`` beyond them."""
+    return _gunzip_chunks((raw[i : i + _CHUNK] for i in range(0, len(raw), _CHUNK)), limit)
+
+
+def read_fit_bytes(path: Path) -> bytes:
+    """The FIT bytes of a landing file (``.fit`` or gzip-compressed), read within the bounds.
+
+    Raises ``FitUnusable`` with the reason when the file (or what its gzip expands to) is
+    larger than ``MAX_FIT_BYTES`` or expands more than ``MAX_COMPRESSION_RATIO``; gzip is
+    decompressed incrementally and reading stops at the bound, so memory stays within it.
+    ``OSError`` (missing or unreadable file) is left to the caller.
+    """
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        magic = handle.read(2)
+        handle.seek(0)
+        if magic != GZIP_MAGIC:
+            if size > MAX_FIT_BYTES:
+                raise FitUnusable(
+                    f"file of {_size_text(size)} exceeds the {_size_text(MAX_FIT_BYTES)} "
+                    "limit for a FIT file"
+                )
+            return handle.read(MAX_FIT_BYTES + 1)
+        return _gunzip_chunks(iter(lambda: handle.read(_CHUNK), b""))
+
+
 def _open(raw: bytes) -> bytes:
-    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    """The FIT bytes of ``raw`` (gzip decompressed), within MAX_FIT_BYTES."""
+    if raw[:2] == GZIP_MAGIC:
+        return gunzip_bounded(raw)
+    if len(raw) > MAX_FIT_BYTES:
+        raise FitUnusable(
+            f"file of {_size_text(len(raw))} exceeds the {_size_text(MAX_FIT_BYTES)} "
+            "limit for a FIT file"
+        )
+    return raw
 
 
 def _classify_error(exc: Exception) -> str:
@@ -257,20 +378,94 @@ def _classify_error(exc: Exception) -> str:
 def decode_fit(raw: bytes) -> FitDecoded:
     """Decode a FIT file: the vectorized record path with fitdecode for everything else, or
     fitdecode alone when WEARHOUSE_FIT_DECODER=fitdecode. Same output either way (the fast
-    path is tested against fitdecode as its oracle, and falls back to it on any doubt)."""
-    if os.environ.get(DECODER_ENV, "fast") == "fitdecode":
-        return decode_fit_fitdecode(raw)
-    return decode_fit_fast(raw, decode_fit_fitdecode)
+    path is tested against fitdecode as its oracle, and falls back to it on any doubt).
+
+    Returns a ``FitDecoded`` or raises ``FitUnusable``, whatever the bytes: an unexpected
+    exception inside the decoders is contained here as a ``FitUnusable`` whose reason starts
+    with ``INTERNAL_ERROR_PREFIX`` and names the exception."""
+    try:
+        if os.environ.get(DECODER_ENV, "fast") == "fitdecode":
+            return decode_fit_fitdecode(raw)
+        return decode_fit_fast(raw, decode_fit_fitdecode)
+    except FitUnusable:
+        raise
+    except Exception as exc:  # the last line of defence: one file never stops the pipeline
+        raise FitUnusable(f"{INTERNAL_ERROR_PREFIX}: {type(exc).__name__}: {exc}") from exc
+
+
+def _too_many_messages() -> FitUnusable:
+    return FitUnusable(
+        f"more than {MAX_FIT_MESSAGES:,} data messages: beyond the limit for one FIT file"
+    )
+
+
+_UNCONVERTIBLE = (TypeError, ValueError, OverflowError, OSError)
+
+
+class _TolerantProcessor(fitdecode.DefaultDataProcessor):
+    """fitdecode's default processing, except that a value it cannot convert stays raw.
+
+    A corrupt definition can give a date/time field a tuple, a string or an out-of-range
+    number; fitdecode's processor then raises (TypeError, OverflowError, ...) and the read
+    stops. Leaving that one value unconverted keeps the rest of the file; decode_fit ignores
+    such a value (``_Clock`` takes only datetimes and small ints). Values it can convert are
+    converted exactly as by the default processor.
+    """
+
+    def process_type_date_time(self, reader, field_data):
+        with contextlib.suppress(*_UNCONVERTIBLE):
+            super().process_type_date_time(reader, field_data)
+
+    def process_type_local_date_time(self, reader, field_data):
+        with contextlib.suppress(*_UNCONVERTIBLE):
+            super().process_type_local_date_time(reader, field_data)
+
+    def process_type_localtime_into_day(self, reader, field_data):
+        with contextlib.suppress(*_UNCONVERTIBLE):
+            super().process_type_localtime_into_day(reader, field_data)
+
+    def process_message_hr(self, reader, data_message):
+        with contextlib.suppress(*_UNCONVERTIBLE):
+            super().process_message_hr(reader, data_message)
+
+
+def _frames(reader: fitdecode.FitReader) -> Iterator[Any]:
+    """fitdecode's frames. On some corrupt input fitdecode fails with something other than a
+    FitError (``ValueError('size')`` for a zero-size field, an AssertionError for a message
+    crossing the end of its body, struct errors, ...): that is corrupt data at the message
+    being read, raised as the FitParseError fitdecode would give for it."""
+    frames = iter(reader)
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except fitdecode.FitError:
+            raise
+        except Exception as exc:
+            offset = getattr(reader, "_chunk_offset", "?")
+            message = f"fitdecode failed: {type(exc).__name__}: {exc}".rstrip(": ")
+            raise fitdecode.FitParseError(offset, message) from exc
+        yield frame
+
+
+def _rr_values(value: Any) -> list[float]:
+    """The beat-to-beat intervals of one hrv ``time`` value: fitdecode gives a tuple for the
+    usual array field, a single number when the device defined the field with one element,
+    and None for invalid entries."""
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    return [
+        float(v)
+        for v in values
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ]
 
 
 def decode_fit_fitdecode(raw: bytes) -> FitDecoded:
     """Decode every valid message with fitdecode; classify what went wrong with the rest."""
     if not raw:
         raise FitUnusable("empty file (0 bytes)")
-    try:
-        data = _open(raw)
-    except (OSError, EOFError) as exc:
-        raise FitUnusable(f"gzip could not be read: {exc}") from exc
+    data = _open(raw)
     if len(data) < 12 or data[8:12] != b".FIT":
         raise FitUnusable("not a FIT file (no '.FIT' signature in the header)")
 
@@ -286,6 +481,7 @@ def decode_fit_fitdecode(raw: bytes) -> FitDecoded:
     record_fields: list[dict] = []
     settings_offset: int | None = None  # device_settings.time_zone_offset, a fallback
     no_timestamp = 0
+    n_messages = 0
     integrity, problem = "ok", None
     chain = -1  # index of the current FIT file of a chained file
     with warnings.catch_warnings(record=True) as caught:
@@ -293,93 +489,106 @@ def decode_fit_fitdecode(raw: bytes) -> FitDecoded:
         try:
             with fitdecode.FitReader(
                 io.BytesIO(data),
+                processor=_TolerantProcessor(),
                 check_crc=fitdecode.CrcCheck.RAISE,
                 error_handling=fitdecode.ErrorHandling.WARN,
             ) as reader:
-                for frame in reader:
+                for frame in _frames(reader):
                     if isinstance(frame, fitdecode.FitHeader):
                         chain += 1
                         continue
                     if not isinstance(frame, fitdecode.FitDataMessage):
                         continue
-                    name = frame.name
-                    if name == "record":
-                        ts = clock(_value(frame, "timestamp"))
-                        if ts is None:
-                            no_timestamp += 1
-                            continue
-                        records.append(
-                            {
-                                "record_index": len(records),
-                                "time_utc": ts,
-                                "distance_m": _num(_value(frame, "distance")),
-                                "speed_mps": _num(_value(frame, "enhanced_speed", "speed")),
-                                "hr_bpm": _num(_value(frame, "heart_rate")),
-                                "cadence": _num(_value(frame, "cadence")),
-                                "power_w": _num(_value(frame, "power")),
-                                "elevation_m": _num(_value(frame, "enhanced_altitude", "altitude")),
-                                "lat_deg": _degrees(_value(frame, "position_lat")),
-                                "lon_deg": _degrees(_value(frame, "position_long")),
-                                "temperature_c": _num(_value(frame, "temperature")),
-                                "chain_index": chain,
-                            }
-                        )
-                        leftovers = _leftovers(frame)
-                        if leftovers:
-                            record_fields.append({"record_index": len(records) - 1, **leftovers})
-                    elif name == "lap":
-                        laps.append(
-                            _summary_row(frame, clock, len(laps), "lap_index", LAP_SCHEMA)
-                            | {"chain_index": chain}
-                        )
-                    elif name == "session":
-                        sessions.append(
-                            _summary_row(
-                                frame, clock, len(sessions), "session_index", SESSION_SCHEMA
+                    n_messages += 1
+                    if n_messages > MAX_FIT_MESSAGES:
+                        raise _too_many_messages()
+                    try:
+                        name = frame.name
+                        if name == "record":
+                            ts = clock(_value(frame, "timestamp"))
+                            if ts is None:
+                                no_timestamp += 1
+                                continue
+                            records.append(
+                                {
+                                    "record_index": len(records),
+                                    "time_utc": ts,
+                                    "distance_m": _num(_value(frame, "distance")),
+                                    "speed_mps": _num(_value(frame, "enhanced_speed", "speed")),
+                                    "hr_bpm": _num(_value(frame, "heart_rate")),
+                                    "cadence": _num(_value(frame, "cadence")),
+                                    "power_w": _num(_value(frame, "power")),
+                                    "elevation_m": _num(
+                                        _value(frame, "enhanced_altitude", "altitude")
+                                    ),
+                                    "lat_deg": _degrees(_value(frame, "position_lat")),
+                                    "lon_deg": _degrees(_value(frame, "position_long")),
+                                    "temperature_c": _num(_value(frame, "temperature")),
+                                    "chain_index": chain,
+                                }
                             )
-                            | {"chain_index": chain}
-                        )
-                    elif name == "event":
-                        events.append(
-                            {
-                                "time_utc": clock(_value(frame, "timestamp")),
-                                "event": _text(_value(frame, "event")),
-                                "event_type": _text(_value(frame, "event_type")),
-                                "timer_trigger": _text(_value(frame, "timer_trigger")),
-                                "chain_index": chain,
-                            }
-                        )
-                    elif name == "file_id" and not file_info:
-                        file_info = {
-                            "file_type": _text(_value(frame, "type")),
-                            "manufacturer": _text(_value(frame, "manufacturer")),
-                            "product": _text(_value(frame, "garmin_product", "product")),
-                            "serial_number": _value(frame, "serial_number"),
-                            "time_created_utc": clock(_value(frame, "time_created")),
-                        }
-                    elif name in _GENERIC:
-                        table, schema, renames = _GENERIC[name]
-                        row = _generic_row(frame, schema, renames, clock)
-                        if "chain_index" in schema:
-                            row["chain_index"] = chain
-                        generic[table].append(row)
-                    elif name == "device_settings":
-                        zone = frame.get_value("time_zone_offset", fallback=None)
-                        zone = zone[0] if isinstance(zone, tuple) and zone else zone
-                        if isinstance(zone, (int, float)) and settings_offset is None:
-                            settings_offset = round(zone * 3600)  # profile unit: hours
-                    elif name == "hrv":
-                        for rr in frame.get_value("time", fallback=None) or ():
-                            if isinstance(rr, (int, float)):
-                                hrv.append({"hrv_index": len(hrv), "rr_s": float(rr)})
-                    elif name == "activity":
-                        local = _value(frame, "local_timestamp")
-                        activity_times.append(
-                            (
-                                clock(_value(frame, "timestamp")),
-                                local.timestamp() if isinstance(local, datetime) else None,
+                            leftovers = _leftovers(frame)
+                            if leftovers:
+                                record_fields.append(
+                                    {"record_index": len(records) - 1, **leftovers}
+                                )
+                        elif name == "lap":
+                            laps.append(
+                                _summary_row(frame, clock, len(laps), "lap_index", LAP_SCHEMA)
+                                | {"chain_index": chain}
                             )
-                        )
+                        elif name == "session":
+                            sessions.append(
+                                _summary_row(
+                                    frame, clock, len(sessions), "session_index", SESSION_SCHEMA
+                                )
+                                | {"chain_index": chain}
+                            )
+                        elif name == "event":
+                            events.append(
+                                {
+                                    "time_utc": clock(_value(frame, "timestamp")),
+                                    "event": _text(_value(frame, "event")),
+                                    "event_type": _text(_value(frame, "event_type")),
+                                    "timer_trigger": _text(_value(frame, "timer_trigger")),
+                                    "chain_index": chain,
+                                }
+                            )
+                        elif name == "file_id" and not file_info:
+                            file_info = {
+                                "file_type": _text(_value(frame, "type")),
+                                "manufacturer": _text(_value(frame, "manufacturer")),
+                                "product": _text(_value(frame, "garmin_product", "product")),
+                                "serial_number": _value(frame, "serial_number"),
+                                "time_created_utc": clock(_value(frame, "time_created")),
+                            }
+                        elif name in _GENERIC:
+                            table, schema, renames = _GENERIC[name]
+                            row = _generic_row(frame, schema, renames, clock)
+                            if "chain_index" in schema:
+                                row["chain_index"] = chain
+                            generic[table].append(row)
+                        elif name == "device_settings":
+                            zone = frame.get_value("time_zone_offset", fallback=None)
+                            zone = zone[0] if isinstance(zone, tuple) and zone else zone
+                            if isinstance(zone, (int, float)) and settings_offset is None:
+                                settings_offset = round(zone * 3600)  # profile unit: hours
+                        elif name == "hrv":
+                            for rr in _rr_values(frame.get_value("time", fallback=None)):
+                                hrv.append({"hrv_index": len(hrv), "rr_s": rr})
+                        elif name == "activity":
+                            local = _value(frame, "local_timestamp")
+                            activity_times.append(
+                                (
+                                    clock(_value(frame, "timestamp")),
+                                    local.timestamp() if isinstance(local, datetime) else None,
+                                )
+                            )
+                    except Exception as exc:  # a decoder bug: keep what decoded before
+                        offset = getattr(reader, "_chunk_offset", "?")
+                        integrity = "decoder_error"
+                        problem = f"{INTERNAL_ERROR_PREFIX} @ {offset}: {type(exc).__name__}: {exc}"
+                        break
         except fitdecode.FitError as exc:
             integrity, problem = _classify_error(exc), str(exc)
             if not (file_info or records or sessions or laps):

@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gzip
 import json
 import math
 import re
@@ -1247,10 +1246,11 @@ class FastRecords:
 
 
 def _open(raw: bytes) -> bytes:
-    try:
-        return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-    except (OSError, EOFError) as exc:
-        raise FastPathUnsupported(f"gzip could not be read: {exc}") from exc
+    """decode_fit's own bounded open: gzip decompressed within MAX_FIT_BYTES, or FitUnusable
+    with the same reason decode_fit gives."""
+    from pipelines.fit.decode import _open as bounded_open  # lazy: decode.py imports us
+
+    return bounded_open(raw)
 
 
 def scan_records(data: bytes, *, record_fields: bool = False) -> FastRecords:
@@ -1258,9 +1258,14 @@ def scan_records(data: bytes, *, record_fields: bool = False) -> FastRecords:
 
     ``record_fields``: also build decode_fit's ``record_fields`` table (every other record
     field and the developer fields, as JSON text). Raises ``FastPathUnsupported`` for
-    anything listed in the module docstring.
+    anything listed in the module docstring, and ``FitUnusable`` (as decode_fit) beyond the
+    bounds of pipelines.fit.decode (file size, data messages).
     """
+    from pipelines.fit.decode import MAX_FIT_MESSAGES, _too_many_messages  # lazy, as above
+
     scan = _scan(_open(data))
+    if sum(scan.seg_count) > MAX_FIT_MESSAGES:  # fitdecode reads them all before it stops
+        raise _too_many_messages()
     dev_fields = _developer_fields(scan)
     record_ids = [i for i, layout in enumerate(scan.layouts) if layout.global_num == MESG_RECORD]
     offsets, layout_of = scan.offsets(record_ids)
@@ -1571,6 +1576,8 @@ def decode_fit_fast(raw: bytes, slow: Callable[[bytes], FitDecoded] | None = Non
         rest = rest_stream(fast.scan)
     except FastPathUnsupported:
         return slow(raw)
+    except fitdecode_path.FitUnusable:  # a bound of decode_fit: slow gives the same reason
+        raise
     except Exception as exc:  # a bug here must never cost a file: fitdecode decides
         warnings.warn(
             f"fast FIT path failed ({exc!r}); using fitdecode", RuntimeWarning, stacklevel=2
