@@ -1,14 +1,34 @@
+from pathlib import Path
+
 import dagster as dg
+from dagster_duckdb import DuckDBResource
 
 from pipelines.garmin.ping import STAGE as PING_STAGE
 from pipelines.garmin.ping import PingFile, fetch_pings
+from pipelines.lake.io import remove_leftovers
 from pipelines.lake.ledger import register_landing
 from pipelines.lake.stage import mark_processed, pending_files
 from pipelines.resources import WearhouseLake
 
+# Landing's writers (the receiver, the importer) may be at work while a run starts: only their
+# leftovers older than this are theirs no more.
+LANDING_LEFTOVER_AGE_S = 3600.0
 
-@dg.asset(group_name="raw", description="Every landing file recorded once, by sha256.")
-def raw_ledger(lake: WearhouseLake) -> dg.MaterializeResult:
+
+@dg.asset(
+    group_name="raw",
+    description="Every landing file recorded once, by sha256 (after the temporary files of an "
+    "interrupted run are removed).",
+)
+def raw_ledger(lake: WearhouseLake, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    # Runs are serialized (one run lock per lake, or the run queue): what a writer left
+    # behind now was left by a run that died.
+    warehouse = Path(duckdb.database)
+    leftovers = [
+        *remove_leftovers(lake.layout.root),
+        *remove_leftovers(warehouse.parent, recursive=False, prefix=f".{warehouse.name}."),
+        *remove_leftovers(lake.landing_path, LANDING_LEFTOVER_AGE_S),
+    ]
     new_rows = register_landing(lake.landing_path, lake.layout)
     kinds = new_rows.group_by("kind").len().sort("kind").iter_rows()
     problems = new_rows.filter(new_rows["problem"].is_not_null()).height
@@ -17,6 +37,7 @@ def raw_ledger(lake: WearhouseLake) -> dg.MaterializeResult:
             "new_files": new_rows.height,
             "new_files_by_kind": {kind: n for kind, n in kinds},
             "files_with_problems": problems,
+            "leftovers_removed": len(leftovers),
         }
     )
 

@@ -198,3 +198,36 @@ def test_yaml_aliases_and_deep_documents_are_refused():
         parse_native_plan(("[" * 5000 + "]" * 5000).encode(), "deep.yaml", "u")
     with pytest.raises(PlanError, match="nested too deeply"):
         parse_native_plan(("[" * 100_000 + "]" * 100_000).encode(), "deep.json", "u")
+
+
+# --- leftovers of an interrupted run ---------------------------------------------------------
+
+
+def test_a_run_removes_what_an_interrupted_run_left_behind(settings, fixtures):
+    hex32 = "0123456789abcdef" * 2
+    old = time.time() - 7200
+    land(
+        settings, "fit/runner-1/a.fit", (fixtures / "fit" / "activity_1378220136.fit").read_bytes()
+    )
+    debris = [
+        settings.lake / "silver" / "sessions" / f".part-0.parquet.{hex32}.tmp",
+        settings.lake / "gold" / f".sessions.{hex32}.staging" / "part-0.parquet",
+        settings.duckdb.parent / f".{settings.duckdb.name}.{hex32}.building",
+        settings.duckdb.parent / f".{settings.duckdb.name}.{hex32}.building.wal",
+        settings.landing / "fit" / "runner-1" / f".{hex32}.part",  # a ping download, 2 h old
+    ]
+    fresh = settings.landing / "garmin" / "push" / f".body.json.{hex32}.tmp"  # being written
+    unrelated = settings.lake / ".keep.tmp"
+    for path in [*debris, fresh, unrelated]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 100)
+        if path is not fresh:
+            os.utime(path, (old, old))
+    os.utime(debris[1].parent, (old, old))
+
+    assert run_pipeline(settings, out=io.StringIO())
+
+    assert [p for p in debris if p.exists()] == []
+    assert not debris[1].parent.exists()
+    assert fresh.exists() and unrelated.exists()
+    assert query(settings, "SELECT count(*) FROM sessions")[0][0] == 1

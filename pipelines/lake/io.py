@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -77,3 +79,38 @@ def scan_parts(
     return pl.scan_parquet(parts, missing_columns="insert", extra_columns="ignore").select(
         [pl.col(name).cast(dtype) for name, dtype in schema.items()]
     )
+
+
+# What an interrupted writer leaves: the temporary siblings of write_parquet_atomic,
+# write_text_atomic and replace_directory_atomic (lake), the warehouse's ``.building`` file and
+# its WAL, and the importer's and ping fetcher's partial files (landing).
+_LEFTOVER = re.compile(r"^\.(.*\.)?[0-9a-f]{32}\.(tmp|staging|old|building|part)(\.wal)?$")
+
+
+def remove_leftovers(
+    folder: Path, min_age_s: float = 0.0, *, recursive: bool = True, prefix: str = "."
+) -> list[Path]:
+    """Remove the temporary files and folders of interrupted writers under ``folder`` (at
+    least ``min_age_s`` old: landing's writers may be at work while a run starts). Only names
+    of the writers' own pattern (and starting with ``prefix``) are touched; links are not
+    followed."""
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    cutoff = time.time() - min_age_s
+    for parent, dirs, files in os.walk(folder, followlinks=False):
+        for name in [*files, *dirs]:
+            path = Path(parent) / name
+            if not (name.startswith(prefix) and _LEFTOVER.match(name)):
+                continue
+            if path.lstat().st_mtime > cutoff:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+                dirs.remove(name)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+        if not recursive:
+            break
+    return removed
