@@ -222,6 +222,54 @@ def run_query(settings: Settings, query: str, out=None) -> int:
     return 0
 
 
+def run_quarantine(
+    settings: Settings, action: str, stage: str | None, inputs: list[str], rerun: bool, out=None
+) -> int:
+    """List what is quarantined and why, or release inputs so the next run takes them again
+    (after a fix of the code)."""
+    from pipelines.garmin.ping import STAGE as PING_STAGE
+    from pipelines.garmin.ping import reopen_failed_items
+    from pipelines.lake.layout import LakeLayout
+    from pipelines.lake.ledger import LEDGER_STAGE
+    from pipelines.lake.quarantine import read_quarantine, release
+
+    out = out or sys.stdout
+    layout = LakeLayout(settings.lake)
+    records = read_quarantine(layout).sort("quarantined_at", "input_path", "item_index")
+    if stage:
+        records = records.filter(records["stage"] == stage)
+    if inputs:
+        records = records.filter(records["input_path"].is_in(inputs))
+    if action == "list":
+        for row in records.iter_rows(named=True):
+            where = row["input_path"]
+            if row["item_index"] is not None:
+                where += f" item {row['item_index']}"
+            print(
+                f"{row['quarantined_at']:%Y-%m-%d %H:%M:%S}  [{row['stage']}] {where}: "
+                f"{row['reason']}",
+                file=out,
+            )
+        inputs_count = records.select("stage", "input_sha256").n_unique()
+        print(f"{records.height} quarantine records, {inputs_count} inputs", file=out)
+        return 0
+    released, kept = 0, []
+    for row in records.unique(["stage", "input_sha256"]).sort("input_path").iter_rows(named=True):
+        if row["stage"] == LEDGER_STAGE:
+            # Nothing to re-run: the file itself must change (it clears its record then).
+            kept.append(f"{row['input_path']}: fix or replace the file in landing")
+            continue
+        if row["stage"] == PING_STAGE:
+            reopen_failed_items(layout, row["input_sha256"])
+        released += release(layout, row["stage"], row["input_sha256"])
+    print(f"wearhouse quarantine: {released} inputs released for the next run", file=out)
+    for line in kept:
+        print(f"  kept {line}", file=out)
+    if rerun and released:
+        return 0 if run_pipeline(settings, out=out) else 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wearhouse", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -239,6 +287,16 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--user", help="only this athlete (default: everyone)")
     rep.add_argument("--out", type=Path, help="output file (default: <home>/report.html)")
     _add_location_options(rep)
+    qua = commands.add_parser(
+        "quarantine", help="list quarantined inputs and why, or retry them after a fix"
+    )
+    qua.add_argument("action", nargs="?", choices=("list", "retry"), default="list")
+    qua.add_argument("--stage", help="only this stage (ledger, fit, garmin_push, plans, …)")
+    qua.add_argument("--input", action="append", default=[], help="only this landing path")
+    qua.add_argument(
+        "--no-run", action="store_true", help="retry: release only, run later (default: run now)"
+    )
+    _add_location_options(qua)
     sql = commands.add_parser("sql", help="run a read-only SQL query on the warehouse")
     sql.add_argument("query")
     _add_location_options(sql)
@@ -251,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_import(settings, args.path, args.user)
     if args.command == "report":
         return run_report(settings, args.out, args.user)
+    if args.command == "quarantine":
+        return run_quarantine(settings, args.action, args.stage, args.input, not args.no_run)
     if args.command == "demo":
         copied = copy_sample_data(settings.landing)
         print(f"wearhouse demo: {copied} sample files copied into {settings.landing}")

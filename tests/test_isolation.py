@@ -231,3 +231,51 @@ def test_a_run_removes_what_an_interrupted_run_left_behind(settings, fixtures):
     assert not debris[1].parent.exists()
     assert fresh.exists() and unrelated.exists()
     assert query(settings, "SELECT count(*) FROM sessions")[0][0] == 1
+
+
+# --- the operator's way out ----------------------------------------------------------------
+
+
+def test_quarantine_lists_and_retries_after_a_fix(settings, fixtures, monkeypatch, capsys):
+    from pipelines.cli import main
+
+    land(
+        settings, "fit/runner-1/a.fit", (fixtures / "fit" / "activity_1378220136.fit").read_bytes()
+    )
+    real = fit_ingest.decode_fit
+
+    def decoder_bug(raw):
+        raise IndexError("decoder bug")
+
+    monkeypatch.setattr(fit_ingest, "decode_fit", decoder_bug)
+    home = ["--home", str(settings.home)]
+    assert main(["run", *home]) == 0
+    assert query(settings, "SELECT count(*) FROM sessions")[0][0] == 0
+    capsys.readouterr()
+
+    assert main(["quarantine", *home]) == 0
+    listed = capsys.readouterr().out
+    assert "[fit] fit/runner-1/a.fit: unexpected IndexError: decoder bug" in listed
+    assert "1 quarantine records, 1 inputs" in listed
+
+    monkeypatch.setattr(fit_ingest, "decode_fit", real)  # the code is fixed
+    assert main(["quarantine", "retry", "--stage", "fit", *home]) == 0
+    assert "1 inputs released" in capsys.readouterr().out
+    assert query(settings, "SELECT count(*) FROM sessions")[0][0] == 1
+    assert query(settings, "SELECT count(*) FROM quarantine")[0][0] == 0
+
+
+def test_a_refused_link_replaced_by_its_file_leaves_the_quarantine(settings, fixtures, tmp_path):
+    target = tmp_path / "run.fit"
+    target.write_bytes((fixtures / "fit" / "activity_1378220136.fit").read_bytes())
+    link = settings.landing / "fit" / "runner-1" / "run.fit"
+    link.parent.mkdir(parents=True)
+    os.symlink(target, link)
+    assert run_pipeline(settings, out=io.StringIO())
+    assert "symbolic link" in reasons(settings)["fit/runner-1/run.fit"]
+
+    link.unlink()
+    link.write_bytes(target.read_bytes())
+    assert run_pipeline(settings, out=io.StringIO())
+    assert reasons(settings) == {}
+    assert query(settings, "SELECT count(*) FROM sessions")[0][0] == 1

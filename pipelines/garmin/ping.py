@@ -466,6 +466,21 @@ def _new_row(ping: PingFile, index: int, task: PingTask | None) -> dict[str, Any
     }
 
 
+def reopen_failed_items(layout: LakeLayout, ping_sha256: str) -> int:
+    """Make a ping body's failed items pending again, with their attempts reset (``wearhouse
+    quarantine retry``); items that were fetched, gone, expired or refused stay as they are.
+    Returns how many were reopened."""
+    path = ping_state_dir(layout) / f"{ping_sha256}.parquet"
+    rows = _load_rows(path)
+    failed = [row for row in rows.values() if row["status"] == FAILED]
+    for row in failed:
+        row.update(status=PENDING, retryable=True, attempts=0, reason=None)
+        row.update(updated_at=datetime.now(UTC))
+    if failed:
+        _save_state(path, rows)
+    return len(failed)
+
+
 # --- landing files ---------------------------------------------------------------------------
 
 

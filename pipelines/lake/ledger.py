@@ -229,7 +229,9 @@ def register_landing(
     """Append ledger rows for landing entries not seen before; return the new rows. Rows with
     a problem are quarantined here."""
     now = now or datetime.now(UTC)
-    known = read_ledger(layout).select("path", "size_bytes", "mtime_ns")
+    ledger = read_ledger(layout)
+    known = ledger.select("path", "size_bytes", "mtime_ns")
+    known_refused = ledger.filter(pl.col("problem").is_not_null()).select("path", "sha256")
     seen = {(r[0], r[1], r[2]) for r in known.iter_rows()}
     rows = []
     for entry in landing_entries(landing):
@@ -266,6 +268,11 @@ def register_landing(
         refusal = QuarantineBatch(row["path"], row["sha256"], LEDGER_STAGE)
         refusal.add(row["problem"])
         refusal.write(layout)
+    # A path that was refused and now holds a usable file (a link replaced by the file, say):
+    # its old refusal no longer describes landing.
+    fixed = new_rows.filter(pl.col("problem").is_null())["path"].to_list()
+    for sha256 in known_refused.filter(pl.col("path").is_in(fixed))["sha256"]:
+        QuarantineBatch("", sha256, LEDGER_STAGE).write(layout)
     if new_rows.height:
         part = layout.ledger_dir / f"part-{now:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
         write_parquet_atomic(new_rows, part)

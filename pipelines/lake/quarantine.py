@@ -1,6 +1,8 @@
 """Quarantine: inputs (or items inside them) that could not be ingested, with the reason.
 
 The raw file stays in landing untouched; the quarantine records point at it by path and sha256.
+``release`` lets a stage take a quarantined input again (``wearhouse quarantine retry``, after a
+fix of the code): its record and its processed marker go, so the next run processes it anew.
 """
 
 from __future__ import annotations
@@ -56,3 +58,16 @@ class QuarantineBatch:
 
 def read_quarantine(layout: LakeLayout) -> pl.DataFrame:
     return scan_parts(layout.quarantine_dir, QUARANTINE_SCHEMA).collect()
+
+
+def release(layout: LakeLayout, stage: str, input_sha256: str) -> bool:
+    """Forget that ``stage`` refused the input: the next run processes it again. False when
+    there was nothing to release."""
+    record = layout.quarantine_dir / stage / f"{input_sha256}.parquet"
+    marker = layout.processed_dir(stage) / f"{input_sha256}.parquet"
+    existed = record.exists()
+    # The marker first: a crash in between leaves a record of an input that is pending again,
+    # which its next processing rewrites.
+    marker.unlink(missing_ok=True)
+    record.unlink(missing_ok=True)
+    return existed
