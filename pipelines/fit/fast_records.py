@@ -625,9 +625,17 @@ def _rows(scan: _Scan, layout: _Layout, offsets: np.ndarray, indexes: set[int]) 
     dtype = np.dtype(
         {"names": names, "formats": formats, "offsets": positions, "itemsize": hi - lo}
     )
-    windows = np.lib.stride_tricks.sliding_window_view(scan.buf, hi - lo)
-    block = windows[offsets + lo]  # (n, hi - lo) uint8, C-contiguous copy
+    block = _windows(scan.buf, hi - lo, offsets + lo)  # (n, hi - lo) uint8, a copy
     return block.view(dtype).reshape(offsets.size)
+
+
+def _windows(buf: np.ndarray, size: int, starts: np.ndarray) -> np.ndarray:
+    """``buf[s : s + size]`` for every s in ``starts``, as one (n, size) gather. A layout
+    without messages may be defined wider than the whole file: then there is nothing to
+    gather, and no window of that size to make."""
+    if starts.size == 0:
+        return np.zeros((0, size), dtype=np.uint8)
+    return np.lib.stride_tricks.sliding_window_view(buf, size)[starts]
 
 
 def _int_field(layout: _Layout, index: int, what: str) -> _IntBase:
@@ -968,8 +976,7 @@ def _field_bytes(
         size = layout.dev_fields[index][1]
     else:
         start, size = starts[index], layout.fields[index][1]
-    windows = np.lib.stride_tricks.sliding_window_view(scan.buf, size)
-    return windows[offsets + start]
+    return _windows(scan.buf, size, offsets + start)
 
 
 def _distinct(chunks: np.ndarray) -> tuple[list[bytes], np.ndarray]:
