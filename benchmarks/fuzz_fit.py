@@ -22,6 +22,7 @@ Batches run in a child process with an address-space limit (RLIMIT_AS); a child 
     .venv/bin/python -m benchmarks.fuzz_fit             # quick: 2,000 inputs
     .venv/bin/python -m benchmarks.fuzz_fit --full      # 100,000 inputs per decoder
     .venv/bin/python -m benchmarks.fuzz_fit --replay 1234 --seed 0
+    (--fixtures-only: seeds from tests/fixtures alone, without ../shared/data/fit)
 """
 
 from __future__ import annotations
@@ -338,7 +339,7 @@ def _mask(text: str) -> str:
 # --------------------------------------------------------------------------- worker / parent
 
 
-def _worker(seed: int, start: int, stop: int) -> None:
+def _worker(seed: int, start: int, stop: int, shared: bool = True) -> None:
     """Child: decode inputs [start, stop) and print one JSON line per input."""
     import resource
     import warnings
@@ -346,7 +347,7 @@ def _worker(seed: int, start: int, stop: int) -> None:
     warnings.simplefilter("ignore")
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     signal.signal(signal.SIGALRM, _on_alarm)
-    pool = seeds()
+    pool = seeds(shared)
     defs = [_definitions(raw) for _, raw in pool]
     for index in range(start, stop):
         description, data = make_input(seed, index, pool, defs)
@@ -366,7 +367,7 @@ def _bad(outcome: str) -> bool:
     return not (outcome.startswith("decoded") or outcome == "unusable")
 
 
-def run(seed: int, total: int, out: Path | None) -> dict:
+def run(seed: int, total: int, out: Path | None, shared: bool = True) -> dict:
     """Parent: batches in child processes; aggregate outcomes and distinct findings."""
     outcomes: dict[str, Counter] = {"fitdecode": Counter(), "fast": Counter()}
     findings: dict[str, dict] = {}  # signature -> first input, count, decoders
@@ -379,6 +380,7 @@ def run(seed: int, total: int, out: Path | None) -> dict:
         stop = min(total, index + BATCH)
         command = [sys.executable, "-m", "benchmarks.fuzz_fit", "--worker"]
         command += ["--seed", str(seed), "--start", str(index), "--stop", str(stop)]
+        command += [] if shared else ["--fixtures-only"]
         child = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
         last = index - 1
         for text in child.stdout.splitlines():
@@ -425,6 +427,7 @@ def run(seed: int, total: int, out: Path | None) -> dict:
         )
     summary = {
         "seed": seed,
+        "seeds": "fixtures and shared corpus" if shared else "tests/fixtures only",
         "inputs": total,
         "seconds": round(time.perf_counter() - began, 1),
         "outcomes": {k: dict(v.most_common()) for k, v in outcomes.items()},
@@ -444,23 +447,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inputs", type=int, help="number of inputs (overrides --full)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="write the summary as JSON here")
+    parser.add_argument(
+        "--fixtures-only", action="store_true", help="seeds from tests/fixtures only"
+    )
     parser.add_argument("--replay", type=int, help="decode input INDEX in this process")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--stop", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        _worker(args.seed, args.start, args.stop)
+        _worker(args.seed, args.start, args.stop, not args.fixtures_only)
         return 0
     if args.replay is not None:
-        pool = seeds()
+        pool = seeds(not args.fixtures_only)
         defs = [_definitions(raw) for _, raw in pool]
         description, data = make_input(args.seed, args.replay, pool, defs)
         print(description, len(data), "bytes")
         print(run_decoders(data))
         return 0
     total = args.inputs or (FULL_INPUTS if args.full else QUICK_INPUTS)
-    summary = run(args.seed, total, args.out)
+    summary = run(args.seed, total, args.out, not args.fixtures_only)
     hidden = ("findings", "fast_path_fallbacks")
     print(json.dumps({k: v for k, v in summary.items() if k not in hidden}, indent=2))
     for title in hidden:
