@@ -5,6 +5,8 @@ import pytest
 
 from pipelines.garmin.push import PayloadError, parse_push
 
+T0 = 1_700_000_000  # 2023-11-14T22:13:20Z: instants must be plausible (1989 … 2100)
+
 
 def body(**summaries) -> bytes:
     return json.dumps(summaries).encode()
@@ -45,7 +47,7 @@ def test_offset_spellings_are_normalized():
         parsed = parse_push(
             body(
                 moveIQActivities=[
-                    {"userId": "u", "summaryId": "s", "startTimeInSeconds": 100, key: -7200}
+                    {"userId": "u", "summaryId": "s", "startTimeInSeconds": T0, key: -7200}
                 ]
             )
         )
@@ -60,7 +62,7 @@ def test_bad_item_is_refused_and_good_items_land():
                     "userId": "u1",
                     "summaryId": "1",
                     "activityId": 1,
-                    "startTimeInSeconds": 10,
+                    "startTimeInSeconds": T0,
                     "durationInSeconds": 60,
                 },
                 {"userId": "u2", "summaryId": "2", "durationInSeconds": "sixty"},
@@ -93,8 +95,8 @@ def test_unknown_sample_fields_are_kept_as_json():
         "userId": "u",
         "summaryId": "9-detail",
         "activityId": 9,
-        "summary": {"startTimeInSeconds": 0},
-        "samples": [{"startTimeInSeconds": 0, "newSensorValue": 3}, {"startTimeInSeconds": 1}],
+        "summary": {"startTimeInSeconds": T0},
+        "samples": [{"startTimeInSeconds": T0, "newSensorValue": 3}, {"startTimeInSeconds": T0}],
         "laps": [],
     }
     samples = parse_push(body(activityDetails=[item])).tables()["garmin_activity_samples"]
@@ -107,14 +109,14 @@ def test_sample_with_string_number_refuses_that_item_only():
         "summaryId": "1-detail",
         "activityId": 1,
         "summary": {},
-        "samples": [{"startTimeInSeconds": 0, "heartRate": 100}],
+        "samples": [{"startTimeInSeconds": T0, "heartRate": 100}],
         "laps": [],
     }
     bad = {
         **good,
         "summaryId": "2-detail",
         "activityId": 2,
-        "samples": [{"startTimeInSeconds": 0, "heartRate": "high"}],
+        "samples": [{"startTimeInSeconds": T0, "heartRate": "high"}],
     }
     parsed = parse_push(body(activityDetails=[good, bad]))
     assert parsed.tables()["garmin_activity_details"]["activity_id"].to_list() == [1]
@@ -174,7 +176,7 @@ def test_time_offset_maps_are_exploded_with_sentinels_as_nulls(fixtures):
                 {
                     "userId": "u",
                     "summaryId": "s",
-                    "startTimeInSeconds": 0,
+                    "startTimeInSeconds": T0,
                     "timeOffsetStressLevelValues": {"0": 30, "180": -1, "360": -2},
                 }
             ]
@@ -318,3 +320,206 @@ def test_integer_beyond_int64_refuses_the_item_not_the_file():
     assert [r["summary_id"] for r in parsed.rows["garmin_dailies"]] == ["d1"]
     ((index, reason),) = parsed.refusals
     assert index == 1 and "steps" in reason and "64-bit" in reason
+
+
+# --- hostile inputs: every one ends as rows + refusals or a PayloadError (issue 18) ---------
+
+
+def _daily(**change) -> dict:
+    item = {
+        "userId": "u",
+        "summaryId": "d1",
+        "startTimeInSeconds": T0,
+        "timeOffsetHeartRateSamples": {"0": 60, "15": 61},
+    }
+    return {**item, **change}
+
+
+def _details(samples=None, laps=None, **change) -> dict:
+    item = {
+        "userId": "u",
+        "summaryId": "1-detail",
+        "activityId": 1,
+        "summary": {"startTimeInSeconds": T0},
+        "samples": samples or [{"startTimeInSeconds": T0, "heartRate": 100}],
+        "laps": laps or [{"startTimeInSeconds": T0}],
+    }
+    return {**item, **change}
+
+
+def _both_paths(raw: bytes):
+    """parse_push, and the whole-body parse it falls back on: they must decide alike."""
+    from pipelines.garmin.push import _parse_whole
+
+    results = []
+    for parse in (parse_push, lambda r: _parse_whole(r, None)):
+        try:
+            parsed = parse(raw)
+        except PayloadError as exc:
+            results.append(str(exc))
+        else:
+            parsed.tables()
+            results.append([index for index, _ in parsed.refusals])
+    return results
+
+
+@pytest.mark.parametrize("levels", [3000, 100])
+def test_deep_nesting_refuses_the_body(levels):
+    deep = b"[" * levels + b"]" * levels
+    for raw in (b'{"dailies":[' + deep + b"]}", b'{"dailies":[{"userId":"u","x":' + deep + b"}]}"):
+        with pytest.raises(PayloadError, match="nesting deeper than 64"):
+            parse_push(raw)
+        assert _both_paths(raw) == ["nesting deeper than 64"] * 2
+
+
+def test_nesting_bound_is_exact_on_both_paths():
+    # An item value opens at level 4: 61 more brackets reach level 64, 62 go beyond.
+    for levels, ok in ((61, True), (62, False)):
+        deep = b"[" * levels + b"]" * levels
+        raw = b'{"dailies":[{"userId":"u","x":' + deep + b"}]}"
+        expected = [[]] * 2 if ok else ["nesting deeper than 64"] * 2
+        assert _both_paths(raw) == expected
+        assert _both_paths(raw.replace(b'"u"', b'"u","n":NaN')) == expected  # json.loads path
+
+
+def test_implausible_instants_refuse_their_item():
+    bad = [
+        ("dailies", _daily(summaryId="d2", startTimeInSeconds=10**15)),
+        ("dailies", _daily(summaryId="d3", startTimeOffsetInSeconds=10**15)),
+        ("dailies", _daily(summaryId="d4", timeOffsetHeartRateSamples={"0": 1, str(10**12): 2})),
+        (
+            "activityDetails",
+            _details(samples=[{"startTimeInSeconds": T0}, {"startTimeInSeconds": 10**16}]),
+        ),
+        ("activityDetails", _details(laps=[{"startTimeInSeconds": -5}])),
+        (
+            "sleeps",
+            _daily(summaryId="s", sleepLevelsMap={"deep": [{"startTimeInSeconds": 10**15}]}),
+        ),
+        ("activities", {"userId": "u", "summaryId": "a", "startTimeInSeconds": 10**15}),
+        ("epochs", {"userId": "u", "summaryId": "e", "startTimeInSeconds": 500_000_000}),
+    ]
+    envelope: dict[str, list] = {"dailies": [_daily()]}
+    for summary_type, item in bad:
+        envelope.setdefault(summary_type, []).append(item)
+    parsed = parse_push(json.dumps(envelope).encode())
+    tables = parsed.tables()
+    assert tables["garmin_dailies"]["summary_id"].to_list() == ["d1"]
+    assert sorted(index for index, _ in parsed.refusals) == list(range(1, len(bad) + 1))
+    assert all("1989" in reason or "UTC offset" in reason for _, reason in parsed.refusals)
+    # Samples past the range never reach bronze, so never the warehouse.
+    assert tables["garmin_activity_samples"].height == 0
+
+
+def test_lone_surrogates_refuse_ids_and_are_replaced_elsewhere():
+    raw = (
+        b'{"dailies":[{"userId":"\\ud800","summaryId":"x"},'
+        b'{"userId":"u","summaryId":"\\udfff"},{"userId":"ok","summaryId":"y"}],'
+        b'"activities":[{"userId":"u","summaryId":"a","activityName":"run \\ud83d",'
+        b'"\\ud800":"\\udfff"}],'
+        b'"\\udc00":[{"userId":"u"}]}'
+    )
+    parsed = parse_push(raw, erased={"0" * 64: 0.0})
+    tables = parsed.tables()
+    reasons = dict(parsed.refusals)
+    assert "userId" in reasons[0] and "summaryId" in reasons[1] and "Unicode" in reasons[4]
+    assert tables["garmin_dailies"]["user_id"].to_list() == ["ok"]
+    assert tables["garmin_activities"]["activity_name"].to_list() == ["run \ufffd"]
+    tables["garmin_activities"].write_parquet(__import__("io").BytesIO())  # UTF-8 throughout
+
+
+def test_repeated_envelope_key_refuses_the_body():
+    for raw in (
+        b'{"dailies":[{"userId":"a","summaryId":"1"}],"dailies":[{"userId":"b","summaryId":"2"}]}',
+        b'{"dailies":[],"epochs":[],"dailies":[]}',
+        b'{"dailies":[{"userId":"a","n":NaN}],"dailies":[]}',  # the json.loads path
+    ):
+        with pytest.raises(PayloadError, match="duplicate key 'dailies' in the envelope"):
+            parse_push(raw)
+
+
+@pytest.mark.parametrize("nan", [False, True])
+def test_repeated_key_in_an_item_refuses_that_item(nan):
+    items = [
+        ("dailies", b'{"userId":"a","summaryId":"1","steps":1,"steps":2}'),
+        ("epochs", b'{"userId":"a","summaryId":"2","steps":1,"steps":2}'),
+        ("activityDetails", b'{"userId":"a","summaryId":"3","summary":{"a":1,"a":2},"samples":[]}'),
+        (
+            "activityDetails",
+            b'{"userId":"a","summaryId":"4","summary":{},'
+            b'"samples":[{"startTimeInSeconds":1700000000,"heartRate":1,"heartRate":2}]}',
+        ),
+        (
+            "dailies",
+            b'{"userId":"a","summaryId":"5","startTimeInSeconds":1700000000,'
+            b'"timeOffsetHeartRateSamples":{"0":1,"0":2}}',
+        ),
+        ("sleeps", b'{"userId":"a","summaryId":"6","sleepLevelsMap":{"deep":[],"deep":[]}}'),
+    ]
+    good = b'{"userId":"b","summaryId":"7","startTimeInSeconds":1700000000,"n":NaN}'
+    if not nan:
+        good = good.replace(b',"n":NaN', b"")
+    lists: dict[str, list[bytes]] = {}
+    for summary_type, item in items:
+        lists.setdefault(summary_type, []).append(item)
+    lists.setdefault("epochs", []).append(good)
+    parts = [b'"%s":[%s]' % (t.encode(), b",".join(i)) for t, i in lists.items()]
+    raw = b"{" + b",".join(parts) + b"}"
+    parsed = parse_push(raw)
+    assert len(parsed.refusals) == len(items)
+    assert all("duplicate key" in reason or "twice" in reason for _, reason in parsed.refusals)
+    assert parsed.tables()["garmin_epochs"]["summary_id"].to_list() == ["7"]
+
+
+def test_stress_details_without_summary_id_is_refused_not_lost():
+    series = {"timeOffsetStressLevelValues": {"0": 30}}
+    items = [
+        {"userId": "u", "startTimeInSeconds": T0, **series},
+        {"userId": "u", "summaryId": "", "startTimeInSeconds": T0, **series},
+        {"userId": "u", "startTimeInSeconds": T0},  # no series: keyed by its start, as before
+    ]
+    parsed = parse_push(body(stressDetails=items))
+    assert [index for index, _ in parsed.refusals] == [0, 1]
+    assert "summaryId" in parsed.refusals[0][1]
+    assert parsed.tables()["garmin_stress_details"].height == 1
+
+
+def test_bounds_are_enforced(monkeypatch):
+    import pipelines.garmin.push as push
+
+    raw = body(dailies=[_daily(), _daily(summaryId="d2")])
+    with pytest.raises(PayloadError, match="more than 10 bytes"):
+        parse_push(raw, max_body_bytes=10)
+    monkeypatch.setattr(push, "MAX_ITEMS", 1)
+    for path in (raw, raw.replace(b'"u"', b'"u","n":NaN')):
+        with pytest.raises(PayloadError, match="more than 1 in one body"):
+            parse_push(path)
+    monkeypatch.setattr(push, "MAX_ITEMS", 200_000)
+    monkeypatch.setattr(push, "MAX_SAMPLES", 2)
+    monkeypatch.setattr(push, "MAX_LAPS", 2)
+    samples = [{"startTimeInSeconds": T0 + k} for k in range(3)]
+    laps = [{"startTimeInSeconds": T0 + k} for k in range(3)]
+    parsed = parse_push(
+        body(
+            activityDetails=[
+                _details(samples=samples),
+                _details(laps=laps),
+                _details(activityName="x" * (push.MAX_RAW_JSON_BYTES + 1)),
+                _details(),
+            ]
+        )
+    )
+    reasons = dict(parsed.refusals)
+    assert "samples" in reasons[0] and "laps" in reasons[1] and "bytes" in reasons[2]
+    assert parsed.tables()["garmin_activity_details"].height == 1
+    long_id = parse_push(body(epochs=[{"userId": "u" * 257, "summaryId": "e"}]))
+    assert "longer than 256" in long_id.refusals[0][1]
+
+
+def test_numbers_beyond_floats_and_digit_limits_never_raise():
+    huge = b"9" * 400
+    raw = b'{"activities":[{"userId":"u","summaryId":"x","distanceInMeters":' + huge + b"}]}"
+    assert "too large for a float" in parse_push(raw).refusals[0][1]
+    raw = b'{"activities":[{"userId":"u","activityName":' + b"9" * 5000 + b"}]}"
+    with pytest.raises(PayloadError):
+        parse_push(raw)

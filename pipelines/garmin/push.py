@@ -1,6 +1,30 @@
 """Push bodies: ``{"<summaryType>": [item, …]}`` into bronze rows, one table per shape.
 
-Bad items are refused one by one (with the reason) so the good items of the same body land.
+Bad items are refused one by one (with the reason) so the good items of the same body land;
+``PayloadError`` refuses a whole body. Nothing else is raised, whatever the bytes.
+
+Bounds, checked before the work they limit:
+
+* body: at most ``max_body_bytes`` (``MAX_BODY_BYTES``, 256 MiB by default: above the
+  receiver's ``WEARHOUSE_MAX_BODY_MB``, so whatever it stored parses) — else PayloadError;
+* nesting: at most ``fields.MAX_DEPTH`` (64) levels — else PayloadError;
+* items: at most ``MAX_ITEMS`` (200,000) per body — else PayloadError;
+* a repeated key: in the envelope, PayloadError (a parser keeps only the last list, so the
+  first would vanish); in an item (its own keys, nested objects, samples), the item is refused;
+* per activity: at most ``MAX_SAMPLES`` (500,000; a day at 1 Hz is 86,400) and ``MAX_LAPS``
+  (10,000) — else the item is refused;
+* per item: at most ``MAX_RAW_JSON_BYTES`` (1 MiB) of JSON kept verbatim (``raw_json``: what is
+  not modelled; the exploded samples, laps and maps do not count), and per sample as much
+  ``extra_json`` — else the item is refused; ``userId``/``summaryId`` at most
+  ``fields.MAX_ID_CHARS`` (256) characters;
+* instants: 1989-01-01 … 2100-01-01 UTC (``fields.MIN_EPOCH_S`` … ``MAX_EPOCH_S``) for item
+  starts, samples, laps, sleep levels and time-offset maps: one instant outside refuses its
+  item (a corrupt clock makes the whole item suspect, and a refused item is kept in landing
+  and quarantined with its reason rather than landing in part);
+* text: a lone surrogate (``"\\ud800"``) in userId or summaryId refuses the item; in any other
+  string it becomes U+FFFD; in a summary type key, that key's items are refused;
+* a summary type with time-offset maps needs a ``summaryId`` when it carries any (silver
+  attaches series by it): without one the item is refused, never kept without its series.
 """
 
 from __future__ import annotations
@@ -9,6 +33,7 @@ import hashlib
 import itertools
 import json
 import operator
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,13 +42,21 @@ import numpy as np
 import polars as pl
 
 from pipelines.garmin.fields import (
-    ITEM_DECODER,
+    MAX_DEPTH,
     FieldError,
+    PayloadError,
     Undecoded,
+    checked_epoch_s,
+    checked_identity,
     coerce,
+    decode_json,
     decoded,
+    epoch_s,
+    is_text,
     local_from_epoch,
+    nesting_depth,
     polars_dtype,
+    text,
     utc_from_epoch,
     utc_offset_s,
 )
@@ -35,9 +68,11 @@ from pipelines.garmin.summaries import (
     summary_row,
 )
 
-
-class PayloadError(ValueError):
-    """The whole body is unusable (not JSON, not an envelope)."""
+MAX_BODY_BYTES = 256 * 2**20
+MAX_ITEMS = 200_000
+MAX_SAMPLES = 500_000
+MAX_LAPS = 10_000
+MAX_RAW_JSON_BYTES = 2**20
 
 
 # (Garmin key, column, kind) for an activity summary, as in `activities` items and the
@@ -202,47 +237,93 @@ def _empty_table(table: str) -> pl.DataFrame:
     return _EMPTY_TABLES[table].clear()
 
 
+class _RepeatedKeys(dict):
+    """An object decoded by ``json.loads`` in which ``repeated`` occurred more than once."""
+
+    repeated: str = ""
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    seen: set[str] = set()
+    repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
+    marked = _RepeatedKeys(obj)
+    marked.repeated = repeated
+    return marked
+
+
+def _first_repeat(value: Any) -> str | None:
+    """A key repeated in some object of ``value`` (decoded by load_envelope), or None."""
+    if isinstance(value, _RepeatedKeys):
+        return value.repeated
+    children = value.values() if isinstance(value, dict) else value
+    if isinstance(value, dict | list):
+        for child in children:
+            if isinstance(child, dict | list) and (key := _first_repeat(child)) is not None:
+                return key
+    return None
+
+
 def load_envelope(raw: bytes) -> dict[str, list[Any]]:
-    """Decode a push body; raise PayloadError saying what is wrong with it."""
+    """Decode a push body; raise PayloadError saying what is wrong with it.
+
+    Objects in which a key repeats come back as ``_RepeatedKeys`` (the envelope itself
+    raises PayloadError)."""
     if not raw.strip():
         raise PayloadError("empty body")
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and nesting_depth(raw) > MAX_DEPTH:
+        raise PayloadError(f"nesting deeper than {MAX_DEPTH}")
     try:
-        body = json.loads(raw.decode("utf-8-sig"))
+        body = json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_pairs)
     except UnicodeDecodeError as exc:
         raise PayloadError(f"not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
     except json.JSONDecodeError as exc:
         raise PayloadError(
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
+    except RecursionError as exc:  # malformed text the depth scan could not read
+        raise PayloadError(f"nesting deeper than {MAX_DEPTH}") from exc
+    except ValueError as exc:  # an integer beyond the interpreter's digit limit
+        raise PayloadError(f"malformed JSON: {text(str(exc))}") from exc
     if not isinstance(body, dict):
         raise PayloadError(
             f"expected an object keyed by summary type, got a JSON {type(body).__name__}"
         )
     if not body:
         raise PayloadError("empty envelope: no summary type key")
+    if isinstance(body, _RepeatedKeys):
+        raise PayloadError(f"duplicate key {text(body.repeated)!r} in the envelope")
     bad = [key for key, value in body.items() if not isinstance(value, list)]
     if bad:
         raise PayloadError(
-            f"not a push envelope: value of {bad[0]!r} is a {type(body[bad[0]]).__name__}, "
-            "expected a list of summaries"
+            f"not a push envelope: value of {text(bad[0])!r} is a "
+            f"{type(body[bad[0]]).__name__}, expected a list of summaries"
         )
+    _check_item_count(sum(map(len, body.values())))
     return body
 
 
+def _check_item_count(n: int) -> None:
+    if n > MAX_ITEMS:
+        raise PayloadError(f"{n:,} items: more than {MAX_ITEMS:,} in one body")
+
+
 def _item_keys(summary_type: str, index: int, item: dict[str, Any]) -> dict[str, Any]:
-    user_id = coerce(item, "userId", "str")
+    user_id = checked_identity(item, "userId")
     if not user_id:
         raise FieldError("missing userId")
     return {
         "summary_type": summary_type,
         "item_index": index,
         "user_id": user_id,
-        "summary_id": coerce(item, "summaryId", "str"),
+        "summary_id": checked_identity(item, "summaryId"),
     }
 
 
 def _time_columns(item: dict[str, Any]) -> dict[str, Any]:
-    start = coerce(item, "startTimeInSeconds", "int")
+    start = epoch_s(item, "startTimeInSeconds")
     offset = utc_offset_s(item)
     return {
         "start_time_utc": utc_from_epoch(start),
@@ -270,6 +351,8 @@ def sample_frame(samples: list[Any], keys: dict[str, Any]) -> pl.DataFrame:
         raise FieldError("samples must be a list of objects")
     if not samples:
         return pl.DataFrame(schema=SAMPLE_SCHEMA)
+    if len(samples) > MAX_SAMPLES:
+        raise FieldError(f"{len(samples):,} samples: more than {MAX_SAMPLES:,}")
     frame = _sample_frame_numeric(samples, keys)
     return _sample_frame_general(samples, keys) if frame is None else frame
 
@@ -334,9 +417,17 @@ def _sample_frame_numeric(samples: list[dict], keys: dict[str, Any]) -> pl.DataF
     return _sample_frame_of(columns, keys, n)
 
 
+def _check_sample_times(epoch_s: pl.Series) -> None:
+    """FieldError when a sample's start is outside the plausible instants."""
+    lo, hi = epoch_s.min(), epoch_s.max()
+    for value in (lo, hi):
+        checked_epoch_s(value, "samples[].startTimeInSeconds")
+
+
 def _sample_frame_of(columns: dict[str, pl.Series], keys: dict[str, Any], n: int) -> pl.DataFrame:
     """The samples frame from its typed SAMPLE_FIELDS columns (start times all present)."""
     epoch_s = columns["start_epoch_s"]
+    _check_sample_times(epoch_s)
     return pl.DataFrame(
         {
             "summary_id": _constant("summary_id", keys["summary_id"], pl.String(), n),
@@ -379,10 +470,13 @@ def _typed_sample_frame(raw: msgspec.Raw, keys: dict[str, Any]) -> pl.DataFrame 
         return None
     n = len(samples)
     columns = {}
+    present = 0  # keys with a non-null value, over all samples
     try:
         for get, key, column, dtype in _SAMPLE_GETTERS:
             values = list(map(get, samples))
-            if values.count(None) == n:  # absent (or null) in every sample
+            nulls = values.count(None)
+            present += n - nulls
+            if nulls == n:  # absent (or null) in every sample
                 columns[column] = pl.Series(column, values, dtype=dtype)
                 continue
             source = _numeric_column(key, values)
@@ -391,9 +485,16 @@ def _typed_sample_frame(raw: msgspec.Raw, keys: dict[str, Any]) -> pl.DataFrame 
             columns[column] = source.cast(dtype, strict=True).alias(column)
     except pl.exceptions.PolarsError:
         return None
-    if not n or columns["start_epoch_s"].null_count():
+    if not n or columns["start_epoch_s"].null_count() or _repeats_a_key(raw, present):
         return None
     return _sample_frame_of(columns, keys, n)
+
+
+def _repeats_a_key(raw: msgspec.Raw, present: int) -> bool:
+    """Whether a sample of ``raw`` (decoded as ``_Sample``s: modelled keys, numbers and nulls
+    only, so every colon ends a key) repeats a key: more colons than keys kept."""
+    colons = int(np.count_nonzero(np.frombuffer(raw, np.uint8) == 0x3A))
+    return colons != present and colons != present + bytes(raw).count(b"null")
 
 
 def _constant(name: str, value: Any, dtype: pl.DataType, n: int) -> pl.Series:
@@ -421,11 +522,14 @@ def _sample_frame_general(samples: list[dict], keys: dict[str, Any]) -> pl.DataF
     frame = pl.DataFrame(columns)
     if frame.get_column("start_epoch_s").null_count():
         raise FieldError("a sample has no startTimeInSeconds")
+    _check_sample_times(frame.get_column("start_epoch_s"))
     extra_json = (
         raw.select(pl.struct(extra).struct.json_encode()).to_series()
         if extra
         else pl.Series([None] * raw.height, dtype=pl.String())
     )
+    if extra and (extra_json.str.len_bytes().max() or 0) > MAX_RAW_JSON_BYTES:
+        raise FieldError(f"a sample's unmodelled keys exceed {MAX_RAW_JSON_BYTES:,} bytes")
     return frame.with_columns(
         pl.lit(keys["summary_id"], pl.String()).alias("summary_id"),
         pl.lit(keys["user_id"], pl.String()).alias("user_id"),
@@ -440,55 +544,40 @@ def _sample_frame_general(samples: list[dict], keys: dict[str, Any]) -> pl.DataF
 
 
 def lap_frame(laps: list[Any], keys: dict[str, Any]) -> pl.DataFrame:
+    if len(laps) > MAX_LAPS:
+        raise FieldError(f"{len(laps):,} laps: more than {MAX_LAPS:,}")
     starts = []
     for lap in laps:
         if not isinstance(lap, dict):
             raise FieldError("laps must be a list of objects")
-        start = coerce(lap, "startTimeInSeconds", "int")
+        start = epoch_s(lap, "startTimeInSeconds")
         if start is None:
             raise FieldError("a lap has no startTimeInSeconds")
         starts.append(start)
     if not starts:
         return _empty_table("garmin_activity_laps")
-    if not (_fits_int64(keys["activity_id"]) and all(map(_fits_epoch_s, starts))):
-        return pl.DataFrame(
-            {
-                "summary_id": [keys["summary_id"]] * len(starts),
-                "user_id": [keys["user_id"]] * len(starts),
-                "activity_id": [keys["activity_id"]] * len(starts),
-                "lap_index": list(range(len(starts))),
-                "start_epoch_s": starts,
-                "start_time_utc": [utc_from_epoch(s) for s in starts],
-            },
-            schema=LAP_SCHEMA,
-        )
     n = len(starts)
-    epoch_s = pl.Series("start_epoch_s", starts, dtype=pl.Int64())
+    seconds = pl.Series("start_epoch_s", starts, dtype=pl.Int64())
     return pl.DataFrame(
         {
             "summary_id": _constant("summary_id", keys["summary_id"], pl.String(), n),
             "user_id": _constant("user_id", keys["user_id"], pl.String(), n),
             "activity_id": _constant("activity_id", keys["activity_id"], pl.Int64(), n),
             "lap_index": pl.Series("lap_index", np.arange(n, dtype=np.int64)),
-            "start_epoch_s": epoch_s,
-            # = datetime.fromtimestamp(s, UTC) for the seconds datetime can hold
-            "start_time_utc": (epoch_s * 1_000_000).cast(pl.Datetime("us", "UTC")),
+            "start_epoch_s": seconds,
+            # = datetime.fromtimestamp(s, UTC): µs since the epoch
+            "start_time_utc": (seconds * 1_000_000).cast(pl.Datetime("us", "UTC")),
         }  # in LAP_SCHEMA's order
     )
 
 
-# Seconds datetime.fromtimestamp(s, UTC) holds (years 1–9999); outside, the row-by-row build
-# raises as it always did.
-_MIN_EPOCH_S, _MAX_EPOCH_S = -62_135_596_800, 253_402_300_799
-
-
-def _fits_epoch_s(seconds: int) -> bool:
-    return _MIN_EPOCH_S <= seconds <= _MAX_EPOCH_S
-
-
 def _without(item: dict[str, Any], *keys: str) -> str:
+    """``item`` as compact JSON but for ``keys`` (exploded into their own tables)."""
     kept = {k: decoded(v) for k, v in item.items() if k not in keys}
-    return json.dumps(kept, separators=(",", ":"))
+    raw_json = json.dumps(kept, separators=(",", ":"))
+    if len(raw_json) > MAX_RAW_JSON_BYTES:  # ASCII: json.dumps escapes the rest
+        raise FieldError(f"more than {MAX_RAW_JSON_BYTES:,} bytes of unmodelled JSON")
+    return raw_json
 
 
 def _parse_item(summary_type: str, index: int, item: Any, out: ParsedPush) -> None:
@@ -503,6 +592,11 @@ def _parse_item(summary_type: str, index: int, item: Any, out: ParsedPush) -> No
         if not isinstance(summary, dict):
             raise FieldError("summary is not an object")
         samples = item.get("samples")
+        if isinstance(samples, Undecoded):
+            # Every sample is an object: more opening braces than the bound, more samples.
+            objects = np.count_nonzero(np.frombuffer(samples.raw, np.uint8) == 0x7B)
+            if objects > MAX_SAMPLES:
+                raise FieldError(f"samples: {objects:,} objects, more than {MAX_SAMPLES:,}")
         typed = isinstance(samples, Undecoded) and memoryview(samples.raw)[:2] == b"[{"
         if not typed:  # decoded now unless a non-empty list of objects
             samples = decoded(samples) or []
@@ -526,6 +620,9 @@ def _parse_item(summary_type: str, index: int, item: Any, out: ParsedPush) -> No
     elif summary_type in SPECS and "callbackURL" not in item:
         spec = SPECS[summary_type]
         keys = _item_keys(summary_type, index, item)
+        if not keys["summary_id"] and any(item.get(k) for k in EXPLODED_KEYS):
+            # Silver attaches series and sleep levels to their summary by summaryId.
+            raise FieldError("missing or empty summaryId: its time series would be lost")
         row = summary_row(spec, keys, item)
         series = SeriesRows()
         series.add_item(spec, keys, item)  # parsed before anything is added: refusals add nothing
@@ -562,7 +659,10 @@ def item_time(item: dict[str, Any]) -> float | None:
             for key in _TIME_KEYS:
                 value = source.get(key)
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    return float(value)
+                    try:
+                        return float(value)
+                    except OverflowError:  # an int beyond floats: later than anything
+                        return float("inf") if value > 0 else float("-inf")
     return None
 
 
@@ -570,15 +670,20 @@ def is_erased_item(item: Any, erased: dict[str, float]) -> bool:
     """Item of a deregistered user dated before the deregistration (or undated)."""
     if not erased or not isinstance(item, dict) or not isinstance(item.get("userId"), str):
         return False
-    deregistered = erased.get(hashlib.sha256(item["userId"].encode()).hexdigest())
+    # A lone surrogate cannot be anyone's id: its hash matches nobody, and parsing refuses it.
+    user_id = item["userId"].encode("utf-8", "surrogatepass")
+    deregistered = erased.get(hashlib.sha256(user_id).hexdigest())
     if deregistered is None:
         return False
     when = item_time(item)
     return when is None or when < deregistered
 
 
-def parse_push(raw: bytes, erased: dict[str, float] | None = None) -> ParsedPush:
-    """Parse one push body. Raises PayloadError only when nothing in it is usable.
+def parse_push(
+    raw: bytes, erased: dict[str, float] | None = None, max_body_bytes: int = MAX_BODY_BYTES
+) -> ParsedPush:
+    """Parse one push body. Raises PayloadError only when nothing in it is usable (or it is
+    beyond a bound: see the module docstring); never anything else.
 
     ``erased`` maps sha256(user_id) → deregistration epoch: such users' earlier-dated items
     are dropped and counted, never parsed.
@@ -586,8 +691,14 @@ def parse_push(raw: bytes, erased: dict[str, float] | None = None) -> ParsedPush
     Items are decoded and parsed one at a time, so a body's Python objects (about 2.5× its
     size) never all exist at once; a body that is not a plain envelope, or that fails in any
     way, is parsed again whole, which decides exactly as a whole-body parse always did."""
+    if len(raw) > max_body_bytes:
+        raise PayloadError(f"body of {len(raw):,} bytes: more than {max_body_bytes:,} bytes")
     try:
         return _parse_item_by_item(raw, erased)
+    except PayloadError:
+        raise
+    except RecursionError as exc:  # msgspec's own bound, far beyond MAX_DEPTH
+        raise PayloadError(f"nesting deeper than {MAX_DEPTH}") from exc
     except Exception:  # the whole-body parse then raises (or not) what applies
         return _parse_whole(raw, erased)
 
@@ -595,13 +706,19 @@ def parse_push(raw: bytes, erased: dict[str, float] | None = None) -> ParsedPush
 def _add_item(
     out: ParsedPush, summary_type: str, index: int, item: Any, erased: dict | None
 ) -> None:
-    if erased and is_erased_item(item, erased):
-        out.dropped_erased += 1
-    else:
-        try:
-            _parse_item(summary_type, index, item, out)
-        except FieldError as exc:
-            out.refusals.append((index, f"{summary_type}[{index}]: {exc}"))
+    """Parse one item (``msgspec.Raw`` when the body was split, else decoded) into ``out``,
+    or refuse it with the reason."""
+    try:
+        if isinstance(item, msgspec.Raw):
+            item = _decode_item(summary_type, item)
+        elif (key := _first_repeat(item)) is not None:
+            raise FieldError(f"duplicate key {text(key)!r}")
+        if erased and is_erased_item(item, erased):
+            out.dropped_erased += 1
+            return
+        _parse_item(summary_type, index, item, out)
+    except FieldError as exc:
+        out.refusals.append((index, f"{summary_type}[{index}]: {exc}"))
 
 
 def _parse_whole(raw: bytes, erased: dict | None) -> ParsedPush:
@@ -610,9 +727,13 @@ def _parse_whole(raw: bytes, erased: dict | None) -> ParsedPush:
     out = ParsedPush()
     index = 0
     for summary_type, items in body.items():
-        out.item_counts[summary_type] = len(items)
+        out.item_counts[text(summary_type)] = len(items)
         for item in items:
-            _add_item(out, summary_type, index, item, erased)
+            if is_text(summary_type):
+                _add_item(out, summary_type, index, item, erased)
+            else:  # no table can hold such a type name
+                reason = "summary type key is not valid Unicode (a lone surrogate)"
+                out.refusals.append((index, f"{text(summary_type)}[{index}]: {reason}"))
             index += 1
     return out
 
@@ -624,6 +745,7 @@ class _NotPlainEnvelope(Exception):
 # msgspec decodes exactly what json.loads decodes, to the same values (arbitrary-size ints,
 # correctly rounded floats, last value of a repeated key), and refuses the rest (NaN,
 # Infinity, lone surrogates, …), which the whole-body parse then decides as before.
+# Repeated keys are found apart (``_keys_outside``, ``fields.check_unique_keys``).
 _ENVELOPE = msgspec.json.Decoder(dict[str, list[msgspec.Raw]])
 _FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])  # an item's keys, values undecoded
 # Values left undecoded until parsed: the time-offset maps and activity samples, the bulk of
@@ -633,22 +755,58 @@ _BULK_KEYS: dict[str, frozenset[str]] = {
     for summary_type, spec in SPECS.items()
     if spec.series
 } | {"activityDetails": frozenset({"samples"})}
+# Nesting levels: the envelope object is 1, its lists 2, items 3, their values 4.
+_ITEM_LEVEL, _VALUE_LEVEL = 3, 4
+# A JSON string token (from outside any string: between the values of an object).
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _address(buffer: Any) -> int:
+    return np.frombuffer(buffer, np.uint8).ctypes.data
+
+
+def _keys_outside(whole: memoryview, spans: list[tuple[int, int]]) -> list[bytes]:
+    """JSON strings of ``whole`` (an object's text) outside ``spans`` (its kept values, as
+    offsets): its keys, and more when a parser dropped the value of a repeated key."""
+    found, position = [], 0
+    for start, end in sorted(spans):
+        found += _JSON_STRING.findall(whole, position, start)
+        position = end
+    found += _JSON_STRING.findall(whole, position)
+    return found
+
+
+def _repeated(keys: list[bytes]) -> str:
+    seen: set[str] = set()
+    for raw in keys:
+        key = msgspec.json.decode(raw)
+        if key in seen:
+            return key
+        seen.add(key)
+    return "?"  # a dropped value held strings of its own
 
 
 def _decode_item(summary_type: str, raw: msgspec.Raw) -> Any:
     """One item as json.loads would decode it, but for its bulky values (see _BULK_KEYS),
-    which stay Undecoded: each is read in whole-array operations or decoded when needed."""
+    which stay Undecoded: each is read in whole-array operations or decoded when needed.
+    FieldError for a repeated key, PayloadError when nested beyond MAX_DEPTH."""
     bulk = _BULK_KEYS.get(summary_type)
     if bulk is None:
-        return ITEM_DECODER.decode(raw)
+        return decode_json(raw, _ITEM_LEVEL)
     try:
         fields = _FIELDS.decode(raw)  # a repeated key keeps its last value, as json.loads does
     except msgspec.ValidationError:  # not an object
-        return ITEM_DECODER.decode(raw)
+        return decode_json(raw, _ITEM_LEVEL)
     if "callbackURL" in fields:  # kept whole in garmin_other_summaries
-        return ITEM_DECODER.decode(raw)
+        return decode_json(raw, _ITEM_LEVEL)
+    whole = memoryview(raw)
+    base = _address(whole)
+    spans = [(_address(v) - base, _address(v) - base + len(v)) for v in fields.values()]
+    keys = _keys_outside(whole, spans)
+    if len(keys) != len(fields):
+        raise FieldError(f"duplicate key {text(_repeated(keys))!r}")
     return {
-        key: Undecoded(value) if key in bulk else ITEM_DECODER.decode(value)
+        key: Undecoded(value, _VALUE_LEVEL) if key in bulk else decode_json(value, _VALUE_LEVEL)
         for key, value in fields.items()
     }
 
@@ -667,12 +825,22 @@ def _parse_item_by_item(raw: bytes, erased: dict | None) -> ParsedPush:
     body = _ENVELOPE.decode(data)  # a repeated key keeps its last list, as json.loads does
     if not body:
         raise _NotPlainEnvelope("empty envelope")
+    base = _address(data)
+    spans = [
+        (_address(items[0]) - base, _address(items[-1]) - base + len(items[-1]))
+        for items in body.values()
+        if items
+    ]
+    keys = _keys_outside(data, spans)
+    if len(keys) != len(body):
+        raise PayloadError(f"duplicate key {text(_repeated(keys))!r} in the envelope")
+    _check_item_count(sum(map(len, body.values())))
     out = ParsedPush()
     index = 0
     for summary_type, items in body.items():
         out.item_counts[summary_type] = len(items)
         for position, item in enumerate(items):
             items[position] = None  # the decoded item is the only copy kept
-            _add_item(out, summary_type, index, _decode_item(summary_type, item), erased)
+            _add_item(out, summary_type, index, item, erased)
             index += 1
     return out

@@ -15,14 +15,19 @@ import numpy as np
 import polars as pl
 
 from pipelines.garmin.fields import (
+    MAX_EPOCH_S,
+    MIN_EPOCH_S,
     OFFSET_KEYS,
     FieldError,
     Undecoded,
     coerce,
     decoded,
+    epoch_s,
     int_map,
+    is_text,
     local_from_epoch,
     polars_dtype,
+    text,
     utc_from_epoch,
     utc_offset_s,
 )
@@ -267,7 +272,7 @@ SUMMARY_TABLES: dict[str, dict[str, pl.DataType]] = {
 
 
 def summary_row(spec: SummarySpec, keys: dict[str, Any], item: dict[str, Any]) -> dict:
-    start = coerce(item, spec.time_key, "int")
+    start = epoch_s(item, spec.time_key)
     offset = utc_offset_s(item, spec.offset_keys)
     row = {
         **keys,
@@ -279,8 +284,10 @@ def summary_row(spec: SummarySpec, keys: dict[str, Any], item: dict[str, Any]) -
         row[column] = coerce(item, key, kind)
     if spec.table == "garmin_permission_changes":
         permissions = item.get("permissions") or []
-        if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
-            raise FieldError("field 'permissions': expected a list of strings")
+        if not isinstance(permissions, list) or not all(
+            isinstance(p, str) and is_text(p) for p in permissions
+        ):
+            raise FieldError("field 'permissions': expected a list of strings (valid Unicode)")
         row["permissions"] = permissions
     return row
 
@@ -307,8 +314,10 @@ class SeriesRows:
         self.nulls += other.nulls
 
     def add_item(self, spec: SummarySpec, keys: dict[str, Any], item: dict[str, Any]) -> None:
-        """Time-offset maps of one summary → rows (offsets are seconds after its start)."""
-        start = coerce(item, spec.time_key, "int")
+        """Time-offset maps of one summary → rows (offsets are seconds after its start).
+
+        FieldError when an offset repeats or dates a value outside the plausible instants."""
+        start = epoch_s(item, spec.time_key)
         parts = []
         for key, series in spec.series:
             values = item.get(key)
@@ -323,6 +332,8 @@ class SeriesRows:
                 offsets = offset_series.to_numpy()
                 nulls = number_series.is_null().to_numpy()
                 numbers = number_series.fill_null(0.0).to_numpy()
+            if len(offsets):
+                _check_offsets(key, offsets, start)
             if series in SENTINEL_NEGATIVE_SERIES:
                 nulls = nulls | (numbers < 0)  # = when(value < 0).then(None)
             parts.append((series, offsets, numbers, nulls))
@@ -372,6 +383,24 @@ class SeriesRows:
         )
 
 
+def _check_offsets(key: str, offsets: np.ndarray, start: int | None) -> None:
+    """Offsets unique, and every instant (start + offset) plausible; without a start, offsets
+    no longer than the plausible span (the instants stay null)."""
+    lo, hi = int(offsets.min()), int(offsets.max())
+    first, last = (lo + start, hi + start) if start is not None else (lo, hi)
+    low, high = (
+        (MIN_EPOCH_S, MAX_EPOCH_S)
+        if start is not None
+        else (MIN_EPOCH_S - MAX_EPOCH_S, MAX_EPOCH_S - MIN_EPOCH_S)
+    )
+    if first < low or last >= high:
+        raise FieldError(f"field {key!r}: an offset dates a value outside 1989 … 2100 UTC")
+    # Maps come in offset order: the sort only when they do not.
+    ordered = offsets if np.all(offsets[1:] > offsets[:-1]) else np.sort(offsets)
+    if ordered is not offsets and np.any(ordered[1:] == ordered[:-1]):
+        raise FieldError(f"field {key!r}: an offset occurs twice")
+
+
 def _series_values(key: str, values: Any) -> tuple[pl.Series | None, pl.Series | None]:
     """A decoded time-offset map as (offsets, values); (None, None) when empty or absent."""
     if not values:
@@ -399,6 +428,7 @@ def sleep_levels_frame(keys: dict[str, Any], item: dict[str, Any]) -> pl.DataFra
         raise FieldError("field 'sleepLevelsMap': expected an object")
     rows = []
     for level, spans in levels.items():
+        level = text(level)
         if not isinstance(spans, list):
             raise FieldError(f"sleepLevelsMap.{level}: expected a list")
         for span in spans:
@@ -409,8 +439,8 @@ def sleep_levels_frame(keys: dict[str, Any], item: dict[str, Any]) -> pl.DataFra
                     "summary_id": keys["summary_id"],
                     "user_id": keys["user_id"],
                     "level": level,
-                    "start_time_utc": utc_from_epoch(coerce(span, "startTimeInSeconds", "int")),
-                    "end_time_utc": utc_from_epoch(coerce(span, "endTimeInSeconds", "int")),
+                    "start_time_utc": utc_from_epoch(epoch_s(span, "startTimeInSeconds")),
+                    "end_time_utc": utc_from_epoch(epoch_s(span, "endTimeInSeconds")),
                 }
             )
     return pl.DataFrame(rows, schema=SLEEP_LEVELS_SCHEMA)
