@@ -404,14 +404,17 @@ def _sample_frame_numeric(samples: list[dict], keys: dict[str, Any]) -> pl.DataF
             sources[key] = _numeric_column(key, values)
             if sources[key] is None:
                 return None
-    # Cast only once every column is known to be numeric: a failing cast then raises exactly
-    # where the general path's would.
-    columns = {
-        column: sources[key].cast(polars_dtype(kind), strict=True).alias(column)
-        if key in sources
-        else pl.Series(column, [None] * n, dtype=polars_dtype(kind))
-        for key, column, kind in SAMPLE_FIELDS
-    }
+    # Cast only once every column is known to be numeric: a failing cast (NaN, ±inf or
+    # beyond Int64 where an integer is due) then refuses as the general path's would.
+    columns = {}
+    for key, column, kind in SAMPLE_FIELDS:
+        if key not in sources:
+            columns[column] = pl.Series(column, [None] * n, dtype=polars_dtype(kind))
+            continue
+        try:
+            columns[column] = sources[key].cast(polars_dtype(kind), strict=True).alias(column)
+        except pl.exceptions.PolarsError as exc:
+            raise FieldError(f"sample field {key!r}: not {kind}: {exc}") from exc
     if columns["start_epoch_s"].null_count():
         raise FieldError("a sample has no startTimeInSeconds")
     return _sample_frame_of(columns, keys, n)
@@ -505,7 +508,7 @@ def _sample_frame_general(samples: list[dict], keys: dict[str, Any]) -> pl.DataF
     """Any non-empty list of sample objects: Polars infers each key's type over all samples."""
     try:
         raw = pl.DataFrame(samples, infer_schema_length=None)
-    except (TypeError, ValueError, pl.exceptions.PolarsError) as exc:
+    except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError) as exc:
         raise FieldError(f"samples have inconsistent types: {exc}") from exc
     known = {key for key, _, _ in SAMPLE_FIELDS}
     extra = [c for c in raw.columns if c not in known]
@@ -516,7 +519,10 @@ def _sample_frame_general(samples: list[dict], keys: dict[str, Any]) -> pl.DataF
             source = raw.get_column(key)
             if source.dtype == pl.String() or source.dtype == pl.Boolean():
                 raise FieldError(f"sample field {key!r}: expected {kind}, got {source.dtype}")
-            columns.append(source.cast(dtype, strict=True).alias(column))
+            try:
+                columns.append(source.cast(dtype, strict=True).alias(column))
+            except pl.exceptions.PolarsError as exc:  # e.g. beyond Int64, 1e308 as an int
+                raise FieldError(f"sample field {key!r}: not {kind}: {exc}") from exc
         else:
             columns.append(pl.Series(column, [None] * raw.height, dtype=dtype))
     frame = pl.DataFrame(columns)

@@ -410,8 +410,8 @@ def _series_values(key: str, values: Any) -> tuple[pl.Series | None, pl.Series |
     try:
         offsets = pl.Series(list(values.keys()), dtype=pl.String()).cast(pl.Int64)
         numbers = pl.Series(list(values.values()), dtype=pl.Float64(), strict=False)
-    except pl.exceptions.PolarsError as exc:
-        raise FieldError(f"field {key!r}: offsets must be integers: {exc}") from exc
+    except (pl.exceptions.PolarsError, UnicodeEncodeError) as exc:  # a lone surrogate too
+        raise FieldError(f"field {key!r}: offsets must be integers, values numbers: {exc}") from exc
     nulls = numbers.null_count()
     if nulls and nulls > sum(v is None for v in values.values()):
         raise FieldError(f"field {key!r}: values must be numbers")
