@@ -178,7 +178,7 @@ def test_synthetic_runs_recover_true_step_boundaries():
     within = ((start_err <= 5) & (end_err <= 5)).mean()
     assert joined.height == steps.height
     assert within >= 0.95, joined.filter((start_err > 5) | (end_err > 5))
-    assert set(joined["evidence"]) == {"cut"}  # auto-laps are splits, not structure
+    assert set(joined["evidence"]) == {"detected"}  # auto-laps are splits, not structure
     assert matches["grade"].to_list() == ["green"] * 3
 
 

@@ -8,23 +8,24 @@ activity serving at most one plan.
 Step matching uses the best evidence the activity has:
 1. ``wkt_step_index`` laps — the watch ran the workout: runs of laps with one step index, in
    order, are the steps;
-2. manual laps — as many laps as planned steps, and not auto-laps (every 1 km/mile splits);
-3. ``cut`` — the planned structure laid over the sample stream from the activity's first
-   sample: each step ends where its planned timer time or distance is reached, found by
-   inverting the cumulative timer/distance curve (linear between samples, as the intervals
-   module interpolates).
-All three give boundary instants; every metric then comes from the intervals module.
+2. manual laps — as many laps as planned steps, not auto-laps (every 1 km/mile splits), and
+   fitting the structure (work laps near their planned size and faster than their
+   neighbours); laps that don't fit (the lap button pressed only sometimes) fall through;
+3. ``detected`` — the planned steps aligned to where the signal changes (``detect.py``).
+All three give boundary instants; every metric then comes from the intervals module, and
+every step gets a confidence from what was measured (size against plan, level against its
+neighbours). A detected session whose work steps can't be found with confidence is
+``unstructured``: run, but not the planned workout; no step is matched in it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import numpy as np
 import polars as pl
 
 from pipelines.intervals import interval_metrics
-from pipelines.intervals.grouped import int_key
+from pipelines.plans.detect import DetectConfig, detect_steps
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,15 @@ class MatchConfig:
     single_target_tolerance: float = 0.03
     # share of steps that must be matched for a session to count as completed
     completed_step_share: float = 0.8
+    # a step counts as found at this confidence; a detected session whose work steps average
+    # below ``unstructured_below`` is unstructured (run, but not the planned workout)
+    min_step_confidence: float = 0.5
+    unstructured_below: float = 0.5
+    # a step with a target is fully compliant when this share of its time was in the target
+    target_time_share: float = 0.7
+    # a work step counts as run off target below this share of time in the target
+    off_target_share: float = 0.5
+    detect: DetectConfig = field(default_factory=DetectConfig)
 
 
 def sport_family(sport: pl.Expr) -> pl.Expr:
@@ -180,280 +190,55 @@ def _lap_evidence(pairs: pl.DataFrame, steps: pl.DataFrame, laps: pl.DataFrame) 
             pl.lit("manual_laps").alias("evidence"),
         )
     )
+    manual = manual.join(_fitting_laps(manual, steps), on="session_id", how="semi")
     columns = ["planned_session_id", "session_id", "step_index", "start_s", "end_s", "evidence"]
     return pl.concat([runs.select(columns), manual.select(columns)])
 
 
-_SPAN_SCHEMA = {
-    "planned_session_id": pl.String(),
-    "session_id": pl.String(),
-    "step_index": pl.Int64(),
-    "start_s": pl.Float64(),
-    "end_s": pl.Float64(),
-    "evidence": pl.String(),
-}
-
-
-class _Curves:
-    """The cut's sample stream (sorted by session, then time) made searchable per session.
-
-    Every step position asks, for each session, where a cumulative column (timer, distance)
-    first reaches a goal. A join against the whole stream per position costs a pass over every
-    sample each time; here each session's rows are a contiguous block, each column is sorted
-    once (by session, value, time: ties go to the earliest sample), and a goal is a binary
-    search inside its session's block.
-    """
-
-    def __init__(self, stream: pl.DataFrame) -> None:
-        """``stream``: session_id, _code, t_s, timer_s, distance_m, sorted by (_code, t_s)."""
-        self.t = stream["t_s"].to_numpy()
-        self.values = {c: stream[c].to_numpy() for c in ("timer_s", "distance_m")}
-        code = stream["_code"].rle_id().to_numpy()  # 0, 1, … per session, in stream order
-        starts = np.flatnonzero(np.diff(code, prepend=-1))
-        self.first = starts  # first row of each session code
-        self.end = np.append(starts[1:], len(code))  # one past its last row
-        t, timer, distance = self.t, self.values["timer_s"], self.values["distance_m"]
-        # Where each session's stream begins and ends.
-        self.edges = pl.DataFrame(
-            {
-                "session_id": stream["session_id"].gather(starts),
-                "_code": np.arange(len(starts)),
-                "t": t[starts],
-                "timer": timer[starts],
-                "distance": distance[starts],
-                "last_t": t[self.end - 1],
-            }
-        )
-        self.order: dict[str, np.ndarray] = {}
-        self.sorted: dict[str, np.ndarray] = {}
-        for c, v in self.values.items():
-            within = np.diff(v) >= 0
-            if bool((within | (code[1:] != code[:-1])).all()):  # already rising per session
-                self.order[c], self.sorted[c] = np.arange(len(v)), v
-            else:
-                order = (
-                    stream.with_row_index("_row")
-                    .with_columns(pl.Series("_code", code))
-                    .sort("_code", c, "t_s")["_row"]
-                    .to_numpy()
-                    .astype(np.int64)
-                )
-                self.order[c], self.sorted[c] = order, v[order]
-
-    def first_reaching(self, code: np.ndarray, goal: np.ndarray, column: str) -> np.ndarray:
-        """Row of the first sample (in value, then time order) of each session whose
-        ``column`` is ≥ its goal; -1 where none is."""
-        values = self.sorted[column]
-        lo, hi = self.first[code].copy(), self.end[code].copy()
-        stop = hi.copy()
-        while (active := lo < hi).any():
-            mid = np.minimum((lo + hi) // 2, len(values) - 1)
-            below = values[mid] < goal
-            lo = np.where(active & below, mid + 1, lo)
-            hi = np.where(active & ~below, mid, hi)
-        found = lo < stop
-        return np.where(found, self.order[column][np.where(found, lo, 0)], -1)
-
-
-def _cut(pairs: pl.DataFrame, steps: pl.DataFrame, samples: pl.DataFrame) -> pl.DataFrame:
-    """Lay the planned steps over the sample stream, step position by step position (a loop
-    over positions, each vectorized over every session).
-
-    Inside the last sample gap of a step the athlete is taken to keep the step's own pace
-    (distance over timer time since the step began) until the watch would end the step.
-    Interpolating linearly across that gap instead mixes in the next step's pace, and the
-    error carries into every following step.
-    """
-    stream = (
-        samples.filter(pl.col("session_id").is_in(pairs["session_id"].unique().implode()))
-        # Sessions in the order of an integer code (only their contiguity matters: cheaper
-        # than sorting the id strings), samples in time order.
-        .with_columns(int_key("session_id").alias("_code"))
-        .sort("_code", "t_s")
-        .with_columns(
-            pl.col("timer_s").fill_null(pl.col("t_s") - pl.col("t_s").min().over("_code")),
-            pl.col("distance_m").forward_fill().over("_code").fill_null(0.0),
-        )
-        .select("session_id", "_code", "t_s", "timer_s", "distance_m")
+def _fitting_laps(manual: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
+    """Sessions whose manual laps fit the planned structure: at least 80 % of the work laps
+    within ±50 % of their planned size and faster than the non-work laps beside them."""
+    lap_time = pl.col("end_s") - pl.col("start_s")
+    if "timer_s" in manual.columns:
+        lap_time = pl.coalesce(pl.col("timer_s"), lap_time)
+    lap_distance = pl.coalesce(
+        *[pl.col(c) for c in ("device_distance_m", "distance_m") if c in manual.columns],
+        pl.lit(None, pl.Float64),
     )
-    if not stream.height:
-        return pl.DataFrame(schema=_SPAN_SCHEMA)
-    curves = _Curves(stream)
-    state = pairs.join(curves.edges, on="session_id").select(
-        "planned_session_id", "session_id", "_code", "t", "timer", "distance", "last_t"
+    work = pl.col("kind") == "work"
+    size = (
+        pl.when(pl.col("duration_type") == "time")
+        .then((lap_time / pl.col("planned_duration_s")).log().abs())
+        .when(pl.col("duration_type") == "distance")
+        .then((pl.col("_distance") / pl.col("planned_distance_m")).log().abs())
     )
-    # Every position's steps at once, with the session's step count, instead of a filter and
-    # a join per position.
-    by_position = steps.join(
-        steps.group_by("planned_session_id").agg(pl.len().alias("n_steps")),
-        on="planned_session_id",
-    ).partition_by("step_index", as_dict=True)
-    spans = []
-    for position in range(int(steps["step_index"].max() or -1) + 1):
-        at_position = by_position.get((position,))
-        if at_position is None:
-            break
-        at = state.join(at_position, on="planned_session_id").with_columns(
-            pl.when(pl.col("duration_type") == "time")
-            .then(pl.col("timer") + pl.col("planned_duration_s"))
-            .alias("timer_goal"),
-            pl.when(pl.col("duration_type") == "distance")
-            .then(pl.col("distance") + pl.col("planned_distance_m"))
-            .alias("distance_goal"),
-        )
-        if not at.height:
-            break
-        at = _step_end(at, curves)
-        spans.append(
-            at.filter(pl.col("end_s") > pl.col("t")).select(
-                "planned_session_id",
-                "session_id",
-                "step_index",
-                pl.col("t").alias("start_s"),
-                "end_s",
-                pl.lit("cut").alias("evidence"),
-            )
-        )
-        state = at.filter(pl.col("end_s").is_not_null()).select(
-            "planned_session_id",
-            "session_id",
-            "_code",
-            pl.col("end_s").alias("t"),
-            pl.col("end_timer").alias("timer"),
-            pl.col("end_distance").alias("distance"),
-            "last_t",
-        )
-        # Steps after an open middle step or a truncated step have nothing left to cover.
-        state = state.filter(pl.col("t") < pl.col("last_t"))
-    return pl.concat(spans) if spans else pl.DataFrame(schema=_SPAN_SCHEMA)
-
-
-def _first_reaching(at: pl.DataFrame, goal: str, column: str, curves: _Curves) -> pl.DataFrame:
-    """For each row, the first sample whose ``column`` reaches ``goal`` (b) and the sample
-    before it (a)."""
-    wanted = at.filter(pl.col(goal).is_not_null())
-    b = curves.first_reaching(wanted["_code"].to_numpy(), wanted[goal].to_numpy(), column)
-    code = wanted["_code"].to_numpy()
-    a = np.where((b >= 0) & (b > curves.first[code]), b - 1, -1)
-    b_ok, a_ok = pl.Series(b >= 0), pl.Series(a >= 0)
-
-    def at_row(values: np.ndarray, rows: np.ndarray, ok: pl.Series) -> pl.Expr:
-        return pl.when(ok).then(pl.Series(values[np.maximum(rows, 0)]))
-
-    t, timer, distance = curves.t, curves.values["timer_s"], curves.values["distance_m"]
-    return wanted.select(
-        "planned_session_id",
-        at_row(t, b, b_ok).alias("b_t"),
-        at_row(t, a, a_ok).alias("a_t"),
-        at_row(timer, a, a_ok).alias("a_timer"),
-        at_row(distance, a, a_ok).alias("a_distance"),
-        at_row(timer, b, b_ok).alias("b_timer"),
-        at_row(distance, b, b_ok).alias("b_distance"),
+    easy_speed = pl.when(~work).then(pl.col("_speed"))
+    neighbours = pl.mean_horizontal(
+        easy_speed.shift(1).over("session_id"), easy_speed.shift(-1).over("session_id")
     )
-
-
-def _step_end(at: pl.DataFrame, curves: _Curves) -> pl.DataFrame:
-    """End instant, timer and distance of every step at this position."""
-    timed = _first_reaching(at, "timer_goal", "timer_s", curves)
-    ranged = _first_reaching(at, "distance_goal", "distance_m", curves)
-    at = at.join(timed, on="planned_session_id", how="left").join(
-        ranged, on="planned_session_id", how="left", suffix="_d"
-    )
-    # The step's own pace so far (timer-based, so pauses don't count).
-    pace = lambda a_timer, a_distance: (  # noqa: E731
-        pl.when((pl.col(a_timer) - pl.col("timer")) > 0).then(
-            (pl.col(a_distance) - pl.col("distance")) / (pl.col(a_timer) - pl.col("timer"))
-        )
-    )
-    inside = pl.col("a_t") >= pl.col("t")  # a sample of this step precedes the end
-    inside_d = pl.col("a_t_d") >= pl.col("t")
-    # time step: the timer fixes the instant exactly (linear between samples)
-    t_end_time = (
-        pl.when(pl.col("b_timer") > pl.col("a_timer"))
-        .then(
-            pl.col("a_t")
-            + (pl.col("timer_goal") - pl.col("a_timer"))
-            / (pl.col("b_timer") - pl.col("a_timer"))
-            * (pl.col("b_t") - pl.col("a_t"))
-        )
-        .otherwise(pl.col("b_t"))
-    )
-    lin_distance = (
-        pl.when(pl.col("b_t") > pl.col("a_t"))
-        .then(
-            pl.col("a_distance")
-            + (t_end_time - pl.col("a_t"))
-            / (pl.col("b_t") - pl.col("a_t"))
-            * (pl.col("b_distance") - pl.col("a_distance"))
-        )
-        .otherwise(pl.col("b_distance"))
-    )
-    model_distance = (
-        pl.col("a_distance")
-        + pace("a_timer", "a_distance") * (pl.col("timer_goal") - pl.col("a_timer"))
-    ).clip(pl.col("a_distance"), pl.col("b_distance"))
-    # distance step: keep the step's pace from the last sample until the goal
-    lin_t_d = (
-        pl.when(pl.col("b_distance_d") > pl.col("a_distance_d"))
-        .then(
-            pl.col("a_t_d")
-            + (pl.col("distance_goal") - pl.col("a_distance_d"))
-            / (pl.col("b_distance_d") - pl.col("a_distance_d"))
-            * (pl.col("b_t_d") - pl.col("a_t_d"))
-        )
-        .otherwise(pl.col("b_t_d"))
-    )
-    model_t_d = (
-        pl.col("a_t_d")
-        + (pl.col("distance_goal") - pl.col("a_distance_d")) / pace("a_timer_d", "a_distance_d")
-    ).clip(pl.col("a_t_d"), pl.col("b_t_d"))
-    timer_at_d = (
-        pl.when(pl.col("b_t_d") > pl.col("a_t_d"))
-        .then(
-            pl.col("a_timer_d")
-            + (pl.col("end_s") - pl.col("a_t_d"))
-            / (pl.col("b_t_d") - pl.col("a_t_d"))
-            * (pl.col("b_timer_d") - pl.col("a_timer_d"))
-        )
-        .otherwise(pl.col("b_timer_d"))
-    )
-    last_step = pl.col("step_index") == pl.col("n_steps") - 1
     return (
-        at.with_columns(
-            pl.when(pl.col("duration_type") == "time")
-            .then(t_end_time)
-            .when(pl.col("duration_type") == "distance")
-            .then(pl.when(inside_d).then(pl.coalesce(model_t_d, lin_t_d)).otherwise(lin_t_d))
-            .when(last_step)  # an open last step runs to the end of the activity
-            .then(pl.col("last_t"))
-            .alias("end_s"),
+        manual.join(
+            steps.select(
+                "planned_session_id",
+                "step_index",
+                "kind",
+                "duration_type",
+                "planned_duration_s",
+                "planned_distance_m",
+            ),
+            on=["planned_session_id", "step_index"],
         )
+        .sort("session_id", "step_index")
+        .with_columns(lap_distance.alias("_distance"), lap_time.alias("_time"))
+        .with_columns((pl.col("_distance") / pl.col("_time")).alias("_speed"))
         .with_columns(
-            # planned amount not reached before the activity ended: truncated at its end
-            pl.when(pl.col("end_s").is_null() & (pl.col("duration_type") != "open"))
-            .then(pl.col("last_t"))
-            .otherwise(pl.col("end_s"))
-            .alias("end_s"),
-            pl.when(pl.col("duration_type") == "time")
-            .then(pl.col("timer_goal"))
-            .when(pl.col("duration_type") == "distance")
-            .then(timer_at_d)
-            .alias("end_timer"),
-            pl.when(pl.col("duration_type") == "time")
-            .then(
-                pl.when(inside)
-                .then(pl.coalesce(model_distance, lin_distance))
-                .otherwise(lin_distance)
-            )
-            .when(pl.col("duration_type") == "distance")
-            .then(pl.col("distance_goal"))
-            .alias("end_distance"),
+            ((size.fill_null(0.0) < 0.4) & (pl.col("_speed") > 1.03 * neighbours).fill_null(True))
+            .alias("_fits")
         )
-        .with_columns(
-            # truncated or open-last steps: take the values at the end of the stream
-            pl.col("end_timer").fill_null(pl.col("timer")),
-            pl.col("end_distance").fill_null(pl.col("distance")),
-        )
+        .group_by("session_id")
+        .agg(pl.col("_fits").filter(work).mean().fill_null(1.0).alias("fit_share"))
+        .filter(pl.col("fit_share") >= 0.8)
+        .select("session_id")
     )
 
 
@@ -471,9 +256,8 @@ def match_steps(
     remaining = pairs.join(
         from_laps.select("planned_session_id").unique(), on="planned_session_id", how="anti"
     )
-    spans = pl.concat([from_laps, _cut(remaining, steps, samples)]).join(
-        steps, on=["planned_session_id", "step_index"]
-    )
+    detected = detect_steps(remaining, steps, samples, laps, config.detect)
+    spans = pl.concat([from_laps, detected]).join(steps, on=["planned_session_id", "step_index"])
     tol = config.single_target_tolerance
     single = pl.col("target_low") == pl.col("target_high")
     targets = spans.with_columns(
