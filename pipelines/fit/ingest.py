@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.fit.decode import FitDecoded, FitUnusable, decode_fit
+from pipelines.fit.decode import MAX_FIT_BYTES, FitDecoded, FitUnusable, decode_fit
 from pipelines.lake.layout import LakeLayout
 from pipelines.lake.ledger import read_landed, read_landed_path
 from pipelines.lake.quarantine import QuarantineBatch
@@ -79,7 +79,7 @@ def decode_input(landing: Path, file_row: dict) -> FitDecoded | str:
     """Decode one landed file; a string is why it is unusable. Whatever goes wrong with this
     input (a decoder bug included) is this input's reason, never an exception."""
     try:
-        return decode_fit(read_landed(landing, file_row))
+        return decode_fit(read_landed(landing, file_row, MAX_FIT_BYTES))
     except FitUnusable as exc:
         return str(exc)
     except Exception as exc:
