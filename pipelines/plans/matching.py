@@ -232,8 +232,9 @@ def _fitting_laps(manual: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
         .with_columns(lap_distance.alias("_distance"), lap_time.alias("_time"))
         .with_columns((pl.col("_distance") / pl.col("_time")).alias("_speed"))
         .with_columns(
-            ((size.fill_null(0.0) < 0.4) & (pl.col("_speed") > 1.03 * neighbours).fill_null(True))
-            .alias("_fits")
+            (
+                (size.fill_null(0.0) < 0.4) & (pl.col("_speed") > 1.03 * neighbours).fill_null(True)
+            ).alias("_fits")
         )
         .group_by("session_id")
         .agg(pl.col("_fits").filter(work).mean().fill_null(1.0).alias("fit_share"))
@@ -291,11 +292,12 @@ def match_steps(
         on=["session_id", "pair", "step_index"],
         how="left",
     )
-    return actual.select(
+    return _with_confidence(actual).select(
         "planned_session_id",
         "session_id",
         "step_index",
         "evidence",
+        "confidence",
         "start_s",
         "end_s",
         pl.col("timer_s").alias("actual_duration_s"),
@@ -312,6 +314,44 @@ def match_steps(
     )
 
 
+def _with_confidence(actual: pl.DataFrame) -> pl.DataFrame:
+    """Per step, 0–1: how close its measured size is to the plan (work steps tightly, others
+    loosely, open steps always), times for work steps how clearly it was faster than the
+    non-work steps beside it (by half the contrast their targets ask for, else 15 %). Steps
+    the watch ran as a workout (``wkt_step_index``) are certain."""
+    work = pl.col("kind") == "work"
+    ratio = (
+        pl.when(pl.col("duration_type") == "time")
+        .then((pl.col("timer_s") + 10) / (pl.col("planned_duration_s") + 10))
+        .when(pl.col("duration_type") == "distance")
+        .then((pl.col("distance_m") + 10) / (pl.col("planned_distance_m") + 10))
+    )
+    sigma = pl.when(work).then(0.25).otherwise(0.6)
+    size = (-(ratio.log() ** 2) / (2 * sigma**2)).exp().fill_null(1.0)
+    mid = (pl.col("target_low") + pl.col("target_high")) / 2
+    speed_mid = pl.when(pl.col("target_type") == "speed").then(mid)
+    order = ["pair"]
+    easy = pl.when(~work).then(pl.col("avg_speed_mps"))
+    easy_mid = pl.when(~work).then(speed_mid)
+    neighbours = pl.mean_horizontal(easy.shift(1).over(order), easy.shift(-1).over(order))
+    neighbour_mid = pl.mean_horizontal(
+        easy_mid.shift(1).over(order), easy_mid.shift(-1).over(order)
+    )
+    expected = pl.coalesce(speed_mid / neighbour_mid, pl.lit(1.15))
+    contrast = (
+        pl.when(work & neighbours.is_not_null() & (expected > 1.04))
+        .then(((pl.col("avg_speed_mps") / neighbours - 1) / (0.5 * (expected - 1))).clip(0.0, 1.0))
+        .otherwise(1.0)
+        .fill_null(0.0)
+    )
+    return actual.sort("pair", "step_index").with_columns(
+        pl.when(pl.col("evidence") == "wkt_step_index")
+        .then(1.0)
+        .otherwise(size * contrast)
+        .alias("confidence")
+    )
+
+
 PLAN_INTERVAL_MATCH_COLUMNS = [
     "planned_session_id",
     "user_id",
@@ -321,6 +361,8 @@ PLAN_INTERVAL_MATCH_COLUMNS = [
     "matched",
     "session_id",
     "evidence",
+    "confidence",
+    "deviation_s",
     "start_time_utc",
     "end_time_utc",
     "duration_type",
@@ -341,6 +383,8 @@ PLAN_INTERVAL_MATCH_COLUMNS = [
     "time_in_target_s",
     "time_in_target_pct",
     "within_target",
+    "off_target",
+    "size_compliance_pct",
     "compliance_pct",
     "start_interpolated",
     "end_interpolated",
@@ -360,6 +404,36 @@ def grade(compliance: pl.Expr, matched: pl.Expr, config: MatchConfig) -> pl.Expr
     )
 
 
+def _outside(value: pl.Expr, low: pl.Expr, high: pl.Expr) -> pl.Expr:
+    """How far ``value`` lies outside [low, high], relative to the edge it missed."""
+    return (
+        pl.when(value < low)
+        .then((low - value) / low)
+        .when(value > high)
+        .then((value - high) / high)
+        .otherwise(0.0)
+    )
+
+
+def _planned_offsets(steps: pl.DataFrame) -> pl.DataFrame:
+    """Per step, when it would start if the plan were run to the second from the activity's
+    first sample (distance steps at their target's middle speed, else a typical speed for the
+    sport; null after an open step)."""
+    mid = (pl.col("target_low") + pl.col("target_high")) / 2
+    speed = pl.coalesce(pl.when(pl.col("target_type") == "speed").then(mid), pl.lit(3.0))
+    seconds = (
+        pl.when(pl.col("duration_type") == "time")
+        .then(pl.col("planned_duration_s"))
+        .when(pl.col("duration_type") == "distance")
+        .then(pl.col("planned_distance_m") / speed)
+    )
+    return steps.sort("planned_session_id", "step_index").select(
+        "planned_session_id",
+        "step_index",
+        (seconds.cum_sum().over("planned_session_id") - seconds).alias("planned_offset_s"),
+    )
+
+
 def evaluate_plans(
     planned_sessions: pl.DataFrame,
     planned_steps: pl.DataFrame,
@@ -371,22 +445,54 @@ def evaluate_plans(
     """(plan_matches, plan_interval_matches) for every planned session."""
     pairs = match_sessions(planned_sessions, sessions, config)
     done = match_steps(pairs, planned_steps, samples, laps, config)
-    tol = config.single_target_tolerance
-    steps = planned_steps.join(
-        planned_sessions.select("planned_session_id", "user_id"), on="planned_session_id"
-    ).join(
-        pairs.select("planned_session_id", pl.col("session_id").alias("matched_session")),
-        on="planned_session_id",
-        how="left",
+    firsts = samples.group_by("session_id").agg(pl.col("t_s").min().alias("first_s"))
+    # Detected sessions whose work steps can't be found with confidence ran something else:
+    # their steps are not matched (no fabricated match), the session is unstructured.
+    work_confidence = (
+        planned_steps.filter(pl.col("kind") == "work")
+        .join(pairs.select("planned_session_id", "session_id"), on="planned_session_id")
+        .join(
+            done.select("planned_session_id", "step_index", "evidence", "confidence"),
+            on=["planned_session_id", "step_index"],
+            how="left",
+        )
+        .group_by("planned_session_id")
+        .agg(
+            pl.col("confidence").fill_null(0.0).mean().alias("work_confidence"),
+            (pl.col("evidence") == "detected").any().alias("detected"),
+        )
     )
-    rows = steps.join(
-        done.drop("target_low", "target_high"),
-        on=["planned_session_id", "step_index"],
-        how="left",
-    ).with_columns(
-        pl.col("session_id").is_not_null().alias("matched"),
-        pl.col("matched_session").alias("session_id"),
-        pl.col("evidence").fill_null("none"),
+    unstructured = work_confidence.filter(
+        pl.col("detected") & (pl.col("work_confidence") < config.unstructured_below)
+    ).select("planned_session_id")
+    done = done.join(unstructured, on="planned_session_id", how="anti")
+    tol = config.single_target_tolerance
+    steps = (
+        planned_steps.join(
+            planned_sessions.select("planned_session_id", "user_id"), on="planned_session_id"
+        )
+        .join(
+            pairs.select("planned_session_id", pl.col("session_id").alias("matched_session")),
+            on="planned_session_id",
+            how="left",
+        )
+        .join(_planned_offsets(planned_steps), on=["planned_session_id", "step_index"])
+    )
+    rows = (
+        steps.join(
+            done.drop("target_low", "target_high"),
+            on=["planned_session_id", "step_index"],
+            how="left",
+        )
+        .join(firsts, left_on="matched_session", right_on="session_id", how="left")
+        .with_columns(
+            pl.col("session_id").is_not_null().alias("matched"),
+            pl.col("matched_session").alias("session_id"),
+            pl.col("evidence").fill_null("none"),
+            (pl.col("start_s") - pl.col("first_s") - pl.col("planned_offset_s")).alias(
+                "deviation_s"
+            ),
+        )
     )
     speed_target = pl.col("target_type") == "speed"
     low = (
@@ -405,6 +511,12 @@ def evaluate_plans(
         .when(pl.col("target_type") == "heart_rate")
         .then(pl.col("actual_avg_hr"))
     )
+    has_target = pl.col("target_type").is_in(["speed", "heart_rate"]) & low.is_not_null()
+    in_target_pct = (
+        pl.when(pl.col("actual_duration_s") > 0)
+        .then(100.0 * pl.col("time_in_target_s") / pl.col("actual_duration_s"))
+        .alias("time_in_target_pct")
+    )
     rows = rows.with_columns(
         pl.from_epoch((pl.col("start_s") * 1e6).round().cast(pl.Int64), time_unit="us")
         .dt.replace_time_zone("UTC")
@@ -422,17 +534,39 @@ def evaluate_plans(
         pl.when(speed_target)
         .then(2000.0 / (pl.col("target_low") + pl.col("target_high")))
         .alias("planned_pace_s_per_km"),
-        pl.when(pl.col("actual_duration_s") > 0)
-        .then(100.0 * pl.col("time_in_target_s") / pl.col("actual_duration_s"))
-        .alias("time_in_target_pct"),
-        pl.when(pl.col("target_type").is_in(["speed", "heart_rate"]) & low.is_not_null())
-        .then(actual_value.is_between(low, high))
-        .alias("within_target"),
+        in_target_pct,
+        pl.when(has_target).then(actual_value.is_between(low, high)).alias("within_target"),
         pl.when(pl.col("duration_type") == "time")
         .then(100.0 * pl.col("actual_duration_s").fill_null(0.0) / pl.col("planned_duration_s"))
         .when(pl.col("duration_type") == "distance")
         .then(100.0 * pl.col("actual_distance_m").fill_null(0.0) / pl.col("planned_distance_m"))
-        .alias("compliance_pct"),
+        .alias("size_compliance_pct"),
+    ).with_columns(
+        # Run off target: the average outside the range and less than ``off_target_share``
+        # of the time inside it (either alone is too strict for GPS pace on short reps).
+        pl.when(has_target & pl.col("matched"))
+        .then(
+            ~pl.col("within_target").fill_null(False)
+            & (pl.col("time_in_target_pct").fill_null(0.0) < 100 * config.off_target_share)
+        )
+        .alias("off_target"),
+        # Size compliance, scaled down for a step run off its target: by the better of the
+        # time in target (``target_time_share`` of it counts as fully) and how far the
+        # average missed the range (10 % outside counts as not at all).
+        (
+            pl.col("size_compliance_pct")
+            * pl.when(has_target & pl.col("matched") & ~pl.col("within_target").fill_null(False))
+            .then(
+                pl.max_horizontal(
+                    (
+                        pl.col("time_in_target_pct").fill_null(0.0)
+                        / (100 * config.target_time_share)
+                    ).clip(0.0, 1.0),
+                    (1 - _outside(actual_value, low, high) / 0.1).clip(0.0, 1.0).fill_null(0.0),
+                )
+            )
+            .otherwise(1.0)
+        ).alias("compliance_pct"),
     )
     # Session compliance: steps weighted by their planned size in seconds (distance steps by
     # the target speed, else the speed actually run); missing steps count as 0 %.
@@ -449,6 +583,7 @@ def evaluate_plans(
         )
         .otherwise(0.0)
     )
+    is_work = pl.col("kind") == "work"
     per_session = (
         rows.with_columns(weight.alias("w"))
         .group_by("planned_session_id")
@@ -460,9 +595,26 @@ def evaluate_plans(
                 / pl.col("w").sum()
             ).alias("compliance_pct"),
             pl.col("evidence").filter(pl.col("matched")).mode().first().alias("evidence"),
+            is_work.sum().cast(pl.Int64).alias("work_steps_planned"),
+            (is_work & pl.col("matched") & (pl.col("confidence") >= config.min_step_confidence))
+            .sum()
+            .cast(pl.Int64)
+            .alias("work_steps_found"),
+            (is_work & pl.col("off_target").fill_null(False))
+            .sum()
+            .cast(pl.Int64)
+            .alias("work_steps_off_target"),
         )
     )
     matched = pl.col("session_id").is_not_null()
+    is_unstructured = pl.col("planned_session_id").is_in(
+        unstructured["planned_session_id"].implode()
+    )
+    base_grade = grade(pl.col("compliance_pct").fill_null(100.0), matched, config)
+    # Green means the workout was run: every work step found and none off its target.
+    work_shortfall = (pl.col("work_steps_found") < pl.col("work_steps_planned")) | (
+        pl.col("work_steps_off_target") > 0
+    )
     plan_matches = (
         planned_sessions.join(pairs, on="planned_session_id", how="left")
         .join(per_session, on="planned_session_id", how="left")
@@ -475,6 +627,8 @@ def evaluate_plans(
         .with_columns(
             pl.when(~matched)
             .then(pl.lit("missed"))
+            .when(is_unstructured)
+            .then(pl.lit("unstructured"))
             .when(
                 (pl.col("n_steps_matched") >= config.completed_step_share * pl.col("n_steps"))
                 & (pl.col("compliance_pct").fill_null(100.0) >= config.yellow[0])
@@ -482,7 +636,12 @@ def evaluate_plans(
             .then(pl.lit("completed"))
             .otherwise(pl.lit("partial"))
             .alias("status"),
-            grade(pl.col("compliance_pct").fill_null(100.0), matched, config).alias("grade"),
+            pl.when(matched & is_unstructured)
+            .then(pl.lit("red"))
+            .when((base_grade == "green") & work_shortfall)
+            .then(pl.lit("yellow"))
+            .otherwise(base_grade)
+            .alias("grade"),
         )
         .select(
             "planned_session_id",
@@ -499,6 +658,9 @@ def evaluate_plans(
             "day_offset",
             pl.col("n_steps").fill_null(pl.col("n_steps")),
             "n_steps_matched",
+            "work_steps_planned",
+            "work_steps_found",
+            "work_steps_off_target",
             "evidence",
             "planned_duration_s",
             "planned_distance_m",
