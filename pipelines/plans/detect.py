@@ -338,9 +338,14 @@ def _align(
 ) -> pl.DataFrame:
     """Boundary candidate rows per pair: ``_pair``, ``boundary`` (0 … n_steps), ``row``."""
     sizes = cands.group_by("_rank").len().rename({"len": "n_cands"})
-    work = work.join(sizes, on="_rank").with_columns(
-        ((pl.col("n_cands") + 7) // 8 * 8).alias("n_pad"),
-        ((pl.col("n_steps") + 3) // 4 * 4).alias("k_pad"),
+    # Every per-batch array is in _pair order: the join must not reorder them.
+    work = (
+        work.join(sizes, on="_rank")
+        .sort("_pair")
+        .with_columns(
+            ((pl.col("n_cands") + 7) // 8 * 8).alias("n_pad"),
+            ((pl.col("n_steps") + 3) // 4 * 4).alias("k_pad"),
+        )
     )
     out = []
     for (n_pad, k_pad), group in work.partition_by(["n_pad", "k_pad"], as_dict=True).items():
