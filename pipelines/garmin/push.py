@@ -29,17 +29,20 @@ Bounds, checked before the work they limit:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
 import operator
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 import numpy as np
 import polars as pl
+from polars.io.plugins import register_io_source
 
 from pipelines.garmin.fields import (
     MAX_DEPTH,
@@ -194,9 +197,17 @@ EXPLODED_KEYS = frozenset(
 ACTIVITY_TYPES = ("activities", "manuallyUpdatedActivities", "activityDetails", "activityFiles")
 
 
+# Rows of a table kept as Python dicts before they become one frame: a dict row costs several
+# times its columnar form, so a body of many small items never holds them all as dicts.
+ROWS_PER_FRAME = 4_096
+# Rows per frame of ``ParsedPush.parts``: what a streaming writer holds at once.
+PART_ROWS = 500_000
+
+
 @dataclass
 class ParsedPush:
-    """Rows per bronze table: dict rows (one per item) and frames (samples, series, …)."""
+    """Rows per bronze table: dict rows (one per item, turned into a frame every
+    ROWS_PER_FRAME) and frames (samples, series, …)."""
 
     rows: dict[str, list[dict]] = field(default_factory=dict)
     frames: dict[str, list[pl.DataFrame]] = field(default_factory=dict)
@@ -207,23 +218,77 @@ class ParsedPush:
     series: SeriesRows = field(default_factory=SeriesRows)  # garmin_timeseries, as arrays
 
     def add_row(self, table: str, row: dict) -> None:
-        self.rows.setdefault(table, []).append(row)
+        rows = self.rows.setdefault(table, [])
+        rows.append(row)
+        if len(rows) >= ROWS_PER_FRAME:
+            self.add(table, pl.DataFrame(rows, schema=BRONZE_TABLES[table]))
+            rows.clear()
 
     def add(self, table: str, frame: pl.DataFrame) -> None:
         if frame.height:
             self.frames.setdefault(table, []).append(frame)
 
+    def parts(self, table: str, max_rows: int = PART_ROWS) -> Iterator[pl.DataFrame]:
+        """``table``'s rows as frames with its exact schema, in order, built one at a time
+        (the exploded time series above all: about ten times the JSON it comes from)."""
+        yield from self.frames.get(table, [])
+        if table == "garmin_timeseries":
+            yield from self.series.frames(max_rows)
+        if self.rows.get(table):
+            yield pl.DataFrame(self.rows[table], schema=BRONZE_TABLES[table])
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows per bronze table (every table), without building any frame."""
+        counts = {}
+        for table in BRONZE_TABLES:
+            n = sum(f.height for f in self.frames.get(table, [])) + len(self.rows.get(table, []))
+            counts[table] = n + (self.series.n_rows() if table == "garmin_timeseries" else 0)
+        return counts
+
     def tables(self) -> dict[str, pl.DataFrame]:
         """Every bronze table, empty ones included, with its exact schema."""
         out = {}
-        for table, schema in BRONZE_TABLES.items():
-            parts = list(self.frames.get(table, []))
-            if table == "garmin_timeseries" and len(self.series):
-                parts.append(self.series.frame())
-            if self.rows.get(table):
-                parts.append(pl.DataFrame(self.rows[table], schema=schema))
+        for table in BRONZE_TABLES:
+            parts = list(self.parts(table))
             out[table] = pl.concat(parts, how="vertical") if parts else _empty_table(table)
         return out
+
+    def lazy_tables(self, max_rows: int = PART_ROWS) -> dict[str, pl.LazyFrame]:
+        """Every bronze table as a LazyFrame streaming ``parts``: ``sink_parquet`` writes a
+        body's tables holding one part at a time, not every exploded row."""
+        return {
+            table: register_io_source(
+                functools.partial(_stream, self, table, max_rows),
+                schema=BRONZE_TABLES[table],
+                is_pure=True,
+            )
+            for table in BRONZE_TABLES
+        }
+
+
+def _stream(
+    parsed: ParsedPush,
+    table: str,
+    max_rows: int,
+    with_columns: list[str] | None,
+    predicate: pl.Expr | None,
+    n_rows: int | None,
+    batch_size: int | None,
+) -> Iterator[pl.DataFrame]:
+    """``parsed.parts(table)`` as a Polars IO source: projection, filter and row limit
+    applied as the engine asks."""
+    left = n_rows
+    for part in parsed.parts(table, min(max_rows, batch_size or max_rows)):
+        if predicate is not None:
+            part = part.filter(predicate)
+        if with_columns is not None:
+            part = part.select(with_columns)
+        if left is not None:
+            part = part.head(left)
+            left -= part.height
+        yield part
+        if left is not None and left <= 0:
+            return
 
 
 _EMPTY_TABLES: dict[str, pl.DataFrame] = {}

@@ -8,6 +8,7 @@ long ``garmin_timeseries`` table, and which user permission covers it. Fields no
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -301,7 +302,7 @@ class SeriesRows:
         self.starts: list[int | None] = []
         self.offsets: list[np.ndarray] = []
         self.values: list[np.ndarray] = []
-        self.nulls: list[np.ndarray] = []
+        self.nulls: list[np.ndarray | None] = []
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -323,7 +324,7 @@ class SeriesRows:
             values = item.get(key)
             plain = int_map(values.raw) if isinstance(values, Undecoded) else None
             if plain is not None:  # the common shape, read without a Python object per entry
-                offsets, numbers = plain[0], plain[1].astype(np.float64)
+                offsets, numbers = plain
                 nulls = np.zeros(len(numbers), bool)
             else:
                 offset_series, number_series = _series_values(key, decoded(values))
@@ -336,7 +337,11 @@ class SeriesRows:
                 _check_offsets(key, offsets, start)
             if series in SENTINEL_NEGATIVE_SERIES:
                 nulls = nulls | (numbers < 0)  # = when(value < 0).then(None)
-            parts.append((series, offsets, numbers, nulls))
+            # Kept until the frames are built: as narrow as the values allow (offsets and
+            # heart rates fit 32 bits), and no null mask when nothing is null.
+            parts.append(
+                (series, _narrow(offsets), _narrow(numbers), nulls if nulls.any() else None)
+            )
         # Only once every map of the item parsed: a refused item adds nothing.
         for series, offsets, numbers, nulls in parts:
             self.labels.append((keys["summary_type"], keys["summary_id"], keys["user_id"], series))
@@ -345,13 +350,34 @@ class SeriesRows:
             self.values.append(numbers)
             self.nulls.append(nulls)
 
+    def n_rows(self) -> int:
+        return sum(map(len, self.offsets))
+
     def frame(self) -> pl.DataFrame:
-        if not self.offsets:
+        parts = list(self.frames())
+        if not parts:
             return pl.DataFrame(schema=TIMESERIES_SCHEMA)
-        counts = np.fromiter((len(o) for o in self.offsets), np.int64, len(self.offsets))
-        part = np.repeat(np.arange(len(counts)), counts)
+        return pl.concat(parts, how="vertical", rechunk=False)
+
+    def frames(self, max_rows: int = 500_000) -> Iterator[pl.DataFrame]:
+        """The rows as frames of about ``max_rows`` (whole maps: one larger map makes one
+        larger frame), built one at a time: a frame's temporaries never exist for all rows."""
+        first, rows = 0, 0
+        for k, offsets in enumerate(self.offsets):
+            rows += len(offsets)
+            if rows >= max_rows:
+                yield self._frame(first, k + 1)
+                first, rows = k + 1, 0
+        if first < len(self.offsets):
+            yield self._frame(first, len(self.offsets))
+
+    def _frame(self, lo: int, hi: int) -> pl.DataFrame:
+        """Rows of maps ``lo`` … ``hi - 1``."""
+        offsets_parts = self.offsets[lo:hi]
+        counts = np.fromiter(map(len, offsets_parts), np.int64, hi - lo)
+        part = np.repeat(np.arange(hi - lo), counts)
         labels = pl.DataFrame(
-            self.labels,
+            self.labels[lo:hi],
             schema={
                 "summary_type": pl.String(),
                 "summary_id": pl.String(),
@@ -360,10 +386,16 @@ class SeriesRows:
             },
             orient="row",
         )[part]
-        no_start = np.fromiter((s is None for s in self.starts), bool, len(self.starts))[part]
-        start = np.fromiter((s or 0 for s in self.starts), np.int64, len(self.starts))[part]
-        offsets = np.concatenate(self.offsets).astype(np.int64)
-        nulls = np.concatenate(self.nulls)
+        starts = self.starts[lo:hi]
+        no_start = np.fromiter((s is None for s in starts), bool, hi - lo)[part]
+        start = np.fromiter((s or 0 for s in starts), np.int64, hi - lo)[part]
+        offsets = np.concatenate(offsets_parts).astype(np.int64)
+        nulls = np.concatenate(
+            [
+                np.zeros(len(o), bool) if n is None else n
+                for o, n in zip(offsets_parts, self.nulls[lo:hi], strict=True)
+            ]
+        )
         # = pl.from_epoch(start + offset_s, "s").dt.replace_time_zone("UTC"): µs since epoch
         time_us = pl.Series("time_utc", offsets) + pl.Series(start)
         time_utc = (time_us * 1_000_000).cast(pl.Datetime("us", "UTC"))
@@ -371,7 +403,7 @@ class SeriesRows:
             labels.with_columns(
                 pl.Series("offset_s", offsets),
                 time_utc.alias("time_utc"),
-                pl.Series("value", np.concatenate(self.values)),
+                pl.Series("value", np.concatenate(self.values[lo:hi]).astype(np.float64)),
                 pl.Series("_no_start", no_start),
                 pl.Series("_null", nulls),
             )
@@ -381,6 +413,14 @@ class SeriesRows:
             )
             .select(list(TIMESERIES_SCHEMA))
         )
+
+
+def _narrow(values: np.ndarray) -> np.ndarray:
+    """Integers as int32 when they fit (exactly the same numbers), anything else as is."""
+    fits = values.dtype == np.int64 and len(values) > 0
+    if fits and values.min() >= -(2**31) and values.max() < 2**31:
+        return values.astype(np.int32)
+    return values
 
 
 def _check_offsets(key: str, offsets: np.ndarray, start: int | None) -> None:
