@@ -53,6 +53,7 @@ class DetectConfig:
     window_s: float = 20.0  # change points: mean of this long before vs after
     min_change: float = 0.08  # … differing by at least this share of the typical speed
     refine_window_s: float = 15.0  # boundary refinement: samples this far either side
+    held_speed_max_gap_s: float = 3.0  # longer gaps take their speed from the distance
     max_steps: int = 80  # sessions with more planned steps are not aligned (bounded work)
     batch_cells: int = 6_000_000  # sessions × candidates² aligned at once (memory bound)
     # Soft size priors, per second of planned time: how much a stretch's size may stray.
@@ -63,18 +64,22 @@ class DetectConfig:
     skip_work: float = 0.15
     skip_recovery: float = 0.05
     skip_ends: float = 0.01
-    outside_per_s: float = 0.02  # running before the first step or after the last
+    # Running before the first step or after the last (the watch started early, stopped
+    # late): as costly as a stretch off its level, since a warm-up or cool-down not recorded
+    # is a skipped step instead.
+    outside_per_s: float = 0.2
     # Levels by kind, from the session's own speeds (quantiles of the moving signal).
     fast_quantile: float = 0.9
     easy_quantile: float = 0.4
     rest_level: float = 0.3  # a rest's level as a share of the easy level
     under_weight: float = 0.1  # easy steps: share of the cost of being slower than the level
+    warmup_over_weight: float = 1.5  # the warm-up: cost of running fast, against other steps
 
 
 _KIND_CODE = {"warmup": 0, "cooldown": 0, "work": 1, "recovery": 2, "rest": 3}
 
 
-def _stream(pairs: pl.DataFrame, samples: pl.DataFrame) -> pl.DataFrame:
+def _stream(pairs: pl.DataFrame, samples: pl.DataFrame, config: DetectConfig) -> pl.DataFrame:
     """The paired sessions' samples in (session code, time) order with the signal: ``v``
     (m/s, held until the next sample; 0 while the timer stands), ``dt`` to the next sample."""
     ids = pairs["session_id"].unique().implode()
@@ -95,7 +100,16 @@ def _stream(pairs: pl.DataFrame, samples: pl.DataFrame) -> pl.DataFrame:
     timer_gap = pl.col("timer_s").shift(-1).over("_code") - pl.col("timer_s")
     speed = "speed_mps" if "speed_mps" in s.columns else None
     derived = pl.when(pl.col("dt") > 0).then(d_gap / pl.col("dt"))
-    measured = pl.coalesce(pl.col(speed), derived) if speed else derived
+    # The device's speed over short gaps (GPS distance is noisy over a second or two); the
+    # distance over long ones, where a held speed goes stale (a watch records nothing while
+    # its wearer stands: the last speed would hold through the whole stop).
+    measured = (
+        pl.when(pl.col("dt") <= config.held_speed_max_gap_s)
+        .then(pl.coalesce(pl.col(speed), derived))
+        .otherwise(pl.coalesce(derived, pl.col(speed)))
+        if speed
+        else derived
+    )
     moving = (timer_gap > 0.5 * pl.col("dt")) & (pl.col("dt") > 0)
     return s.select(
         "session_id",
@@ -300,7 +314,7 @@ def detect_steps(
 ) -> pl.DataFrame:
     """Spans (``SPAN_SCHEMA``, evidence ``detected``) of every planned step found in the
     paired activities' samples; a skipped step has no span."""
-    stream = _stream(pairs, samples)
+    stream = _stream(pairs, samples, config)
     if not stream.height or not pairs.height:
         return pl.DataFrame(schema=SPAN_SCHEMA)
     s, ranks = _prepare(stream, config)
@@ -395,9 +409,13 @@ def _align_batch(
     speed_target = (st["target_type"] == "speed").to_numpy() & np.isfinite(target_mid)
     # How a stretch's signal is scored: 0 around a level (work: the target, else the session's
     # fast level), 1 one-sided against the easy level, 2 one-sided against the rest level,
-    # 3 around its own mean (kinds with no expected level).
+    # 3 around its own mean (kinds with no expected level), 4 as 1 but running fast costs
+    # more (an extra rep is run at the end far more often than before the first).
+    is_warmup = (st["kind"] == "warmup").to_numpy()
     mode = np.select(
-        [speed_target | (kind_np == 1), kind_np == 3, kind_np == 4], [0, 2, 3], default=1
+        [speed_target | (kind_np == 1), kind_np == 3, kind_np == 4, is_warmup],
+        [0, 2, 3, 4],
+        default=1,
     )
     level = np.where(speed_target, target_mid / ref, np.where(kind_np == 1, fast, easy))
     # Planned size in seconds (distance steps at the expected speed).
@@ -422,14 +440,25 @@ def _align_batch(
         [config.size_weight_work, config.size_weight_ends],
         default=config.size_weight_recovery,
     )
-    skip = np.select(
-        [kind_np == 1, kind_np == 0],
-        [config.skip_work, config.skip_ends],
-        default=config.skip_recovery,
-    ) * np.maximum(time_s, 60.0)
+    # Athletes cut a session short far more often than they leave out its first steps:
+    # skipping a step costs up to twice as much at the start as at the end.
+    position = st.select(
+        (pl.col("step_index") / pl.col("step_index").max().over("_pair")).fill_nan(1.0)
+    ).to_series()
+    skip = (
+        np.select(
+            [kind_np == 1, kind_np == 0],
+            [config.skip_work, config.skip_ends],
+            default=config.skip_recovery,
+        )
+        * np.maximum(time_s, 60.0)
+        * (2.0 - position.fill_null(1.0).to_numpy())
+    )
     feat = st.select("_pair").with_columns(
         pl.Series("level", level),
         pl.Series("mode", mode.astype(np.float64)),
+        # Recoveries and rests are timed on the clock: a stood rest often stops the timer.
+        pl.Series("clock", np.isin(kind_np, (2, 3)).astype(np.float64)),
         pl.Series("size_kind", size_kind.astype(np.float64)),
         pl.Series("planned", np.where(size_kind == 1, planned_s, planned_m)),
         pl.Series("time_s", time_s),
@@ -437,6 +466,7 @@ def _align_batch(
         pl.Series("skip", skip),
     )
     lv = _padded(feat, "_pair", "level", k_pad, 1.0)
+    ck = _padded(feat, "_pair", "clock", k_pad, 0.0)
     md = _padded(feat, "_pair", "mode", k_pad, 3.0)
     sk = _padded(feat, "_pair", "size_kind", k_pad, -1.0)  # -1: padding step
     planned = _padded(feat, "_pair", "planned", k_pad, 0.0)
@@ -458,7 +488,9 @@ def _align_batch(
     )
     own_var = np.where(e > 0, q2 - q1 * q1 / np.maximum(e, 1e-9), 0.0)
     under = config.under_weight
-    easy_fit = between(one_sided["easy_over"]) + under * between(one_sided["easy_under"])
+    easy_under = under * between(one_sided["easy_under"])
+    easy_fit = between(one_sided["easy_over"]) + easy_under
+    warmup_fit = config.warmup_over_weight * between(one_sided["easy_over"]) + easy_under
     rest_fit = between(one_sided["rest_over"]) + under * between(one_sided["rest_under"])
     inf = np.inf
     # Before the first step: the stretch from the first sample (lead-in).
@@ -472,10 +504,13 @@ def _align_batch(
         fit = np.where(
             mode_k == 0,
             q2 - 2 * level_k * q1 + level_k**2 * e,
-            np.where(mode_k == 1, easy_fit, np.where(mode_k == 2, rest_fit, own_var)),
+            np.select(
+                [mode_k == 1, mode_k == 2, mode_k == 4], [easy_fit, rest_fit, warmup_fit], own_var
+            ),
         )
         kind_k = sk[:, k][:, None, None]
-        actual = np.where(kind_k == 1, timer, dist)
+        clock_k = ck[:, k][:, None, None] > 0
+        actual = np.where(kind_k == 1, np.where(clock_k, e, timer), dist)
         plan_k = planned[:, k][:, None, None]
         ratio = np.log((np.maximum(actual, 0.0) + 10.0) / (plan_k + 10.0))
         size = np.where(
