@@ -146,46 +146,107 @@ def _assign(rows: pl.LazyFrame, spans: pl.LazyFrame, time_column: str) -> pl.Laz
     )
 
 
-def timer_from_events(samples: pl.LazyFrame, events: pl.LazyFrame) -> pl.LazyFrame:
-    """Cumulative timer time at each sample from timer start/stop events (vectorized).
+# Timer event types that stop the timer (``start`` starts it; others, e.g. markers, leave it).
+TIMER_STOPS = ("stop", "stop_all", "stop_disable", "stop_disable_all")
+FILE_KEY = ["source_sha256", "chain_index"]
 
-    Sessions without timer events get clock time since their start: the device did not say
-    when it paused, so nothing is subtracted."""
-    timer_events = (
+
+def _file_timer(events: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """The timer of each FIT file (of a chain) as a step function of time: one row per timer
+    event with the timer reading there (``timer_at_event``, relative to the file's first timer
+    event) and whether it runs after it; and per file its first event and whether the timer
+    ran before it (it did unless that event starts it: watches often start without an
+    event). The timer runs across sessions: a multisport file has one start and one
+    ``stop_all`` for all its sessions."""
+    state = (
+        pl.when(pl.col("event_type") == "start")
+        .then(True)
+        .when(pl.col("event_type").is_in(TIMER_STOPS))
+        .then(False)
+    )
+    steps = (
         events.filter(pl.col("event") == "timer")
-        .select(
-            "session_id",
-            "t_s",
-            pl.col("event_type").is_in(["start"]).alias("running"),
-        )
-        .sort("session_id", "t_s")
+        .with_columns(CHAIN, _epoch_s("time_utc").alias("event_t"), state.alias("running"))
+        .filter(pl.col("event_t").is_not_null() & pl.col("running").is_not_null())
+        # Stable: events at one instant keep the file's order (the last one is in force).
+        .sort(*FILE_KEY, "event_t", maintain_order=True)
         .with_columns(
-            (pl.col("t_s").shift(-1).over("session_id") - pl.col("t_s")).alias("span"),
-        )
-        .with_columns(
-            (pl.when(pl.col("running")).then(pl.col("span")).otherwise(0.0))
+            pl.when(pl.col("running"))
+            .then(pl.col("event_t").shift(-1).over(FILE_KEY) - pl.col("event_t"))
+            .otherwise(0.0)
+            .fill_null(0.0)
             .cum_sum()
             .shift(1, fill_value=0.0)
-            .over("session_id")
-            .alias("timer_at_event"),
+            .over(FILE_KEY)
+            .alias("timer_at_event")
         )
-        .select("session_id", pl.col("t_s").alias("event_t"), "running", "timer_at_event")
-        .sort("event_t")
+        .select(*FILE_KEY, "event_t", "running", "timer_at_event")
     )
-    joined = samples.sort("t_s", maintain_order=True).join_asof(
-        timer_events,
-        left_on="t_s",
-        right_on="event_t",
-        by="session_id",
-        strategy="backward",
-        check_sortedness=False,
+    first = steps.group_by(FILE_KEY).agg(
+        pl.col("event_t").first().alias("first_event_t"),
+        (~pl.col("running").first()).alias("running_before"),
     )
-    since_start = pl.col("t_s") - pl.col("t_s").min().over("session_id")
-    from_events = pl.col("timer_at_event") + pl.when(pl.col("running")).then(
-        pl.col("t_s") - pl.col("event_t")
-    ).otherwise(0.0)
-    return joined.with_columns(pl.coalesce(from_events, since_start).alias("timer_s")).drop(
-        "event_t", "running", "timer_at_event"
+    return steps.sort("event_t"), first
+
+
+def _timer_reading(frame: pl.LazyFrame, steps, first, t: str, out: str) -> pl.LazyFrame:
+    """``frame`` (with FILE_KEY and time column ``t``) plus the file's timer reading ``out`` at
+    ``t``: null where the file has no timer events."""
+    reading = pl.when(pl.col("event_t").is_not_null()).then(
+        pl.col("timer_at_event")
+        + pl.when(pl.col("running")).then(pl.col(t) - pl.col("event_t")).otherwise(0.0)
+    )
+    before_first = (
+        pl.when(pl.col("running_before")).then(pl.col(t) - pl.col("first_event_t")).otherwise(0.0)
+    )
+    return (
+        frame.sort(t, maintain_order=True)
+        .join_asof(
+            steps,
+            left_on=t,
+            right_on="event_t",
+            by=FILE_KEY,
+            strategy="backward",
+            check_sortedness=False,
+        )
+        .join(first, on=FILE_KEY, how="left", maintain_order="left")
+        .with_columns(
+            reading.otherwise(
+                pl.when(pl.col("first_event_t").is_not_null()).then(before_first)
+            ).alias(out)
+        )
+        .drop("event_t", "running", "timer_at_event", "first_event_t", "running_before")
+    )
+
+
+def timer_from_events(
+    samples: pl.LazyFrame, events: pl.LazyFrame, spans: pl.LazyFrame
+) -> pl.LazyFrame:
+    """Cumulative timer time at each sample since its session's start, from the timer
+    start/stop events of the session's file (vectorized): the timer reading at the sample
+    minus the reading at the session start, so a session that starts with the timer already
+    running (a multisport leg, a watch that starts without an event) or ends after a
+    ``stop_all`` counts only the time the timer ran inside it.
+
+    Files without timer events give clock time since the session start: the device did not
+    say when it paused, so nothing is subtracted."""
+    steps, first = _file_timer(events)
+    sessions = (
+        spans.filter(~pl.col("superseded"))
+        .select("session_id", *FILE_KEY, pl.col("start_s").alias("_session_start"))
+        .unique("session_id", keep="first")
+    )
+    at_start = _timer_reading(sessions, steps, first, "_session_start", "_timer_at_start")
+    joined = samples.join(at_start, on="session_id", how="left", maintain_order="left")
+    return (
+        _timer_reading(joined, steps, first, "t_s", "_timer_at_t")
+        .with_columns(
+            pl.coalesce(
+                pl.col("_timer_at_t") - pl.col("_timer_at_start"),
+                pl.col("t_s") - pl.col("_session_start"),
+            ).alias("timer_s")
+        )
+        .drop(*FILE_KEY, "_session_start", "_timer_at_start", "_timer_at_t")
     )
 
 
@@ -228,8 +289,12 @@ def pool_length_distance(lengths: pl.LazyFrame, spans: pl.LazyFrame) -> pl.LazyF
     rest from a slow length, so laps measured on records smear each length over the rest next
     to it. Here the distance is the pool length × the active lengths completed at each
     length's start and end (flat over idle lengths, i.e. rests); the pool length is the
-    session's distance over its active lengths. Returns ``session_id, t_s, distance_m`` rows
-    (several per instant where lengths touch)."""
+    session's distance over its active lengths. Returns ``session_id, t_s, distance_m``, one
+    row per instant, never decreasing: some watches write a length twice or let lengths
+    overlap, and a distance that dropped would read as an odometer reset downstream (and be
+    re-based onto the previous total). Where lengths meet, an instant takes the highest end
+    reached there, else the lowest start (overlapping lengths count from the first one's
+    start)."""
     active = (pl.col("length_type") == "active").cast(pl.Int64)
     rows = (
         _assign(lengths, spans, "start_time_utc")
@@ -259,15 +324,28 @@ def pool_length_distance(lengths: pl.LazyFrame, spans: pl.LazyFrame) -> pl.LazyF
         .filter(pl.col("_pool").is_finite() & (pl.col("_pool") > 0))
     )
     before = (pl.col("_done") - pl.col("_active")) * pl.col("_pool")
-    return pl.concat(
-        [
-            rows.select("session_id", "t_s", before.alias("distance_m")),
-            rows.select(
-                "session_id",
-                pl.col("_end").alias("t_s"),
-                (pl.col("_done") * pl.col("_pool")).alias("distance_m"),
-            ).filter(pl.col("t_s").is_not_null()),
-        ]
+    ends = pl.col("distance_m").filter(pl.col("_end_row"))
+    return (
+        pl.concat(
+            [
+                rows.select("session_id", "t_s", before.alias("distance_m"), _end_row=False),
+                rows.select(
+                    "session_id",
+                    pl.col("_end").alias("t_s"),
+                    (pl.col("_done") * pl.col("_pool")).alias("distance_m"),
+                    _end_row=True,
+                ).filter(pl.col("t_s").is_not_null()),
+            ]
+        )
+        .group_by("session_id", "t_s")
+        .agg(
+            pl.when(pl.col("_end_row").any())
+            .then(ends.max())
+            .otherwise(pl.col("distance_m").min())
+            .alias("distance_m")
+        )
+        .sort("session_id", "t_s")
+        .with_columns(pl.col("distance_m").cum_max().over("session_id"))
     )
 
 
@@ -327,10 +405,7 @@ def fit_activity_model(
         "lon_deg",
     )
     samples = _with_pool_lengths(samples, pool_length_distance(lengths, spans))
-    session_events = _assign(events, spans, "time_utc").select(
-        "session_id", "t_s", "event", "event_type"
-    )
-    samples = timer_from_events(samples, session_events)
+    samples = timer_from_events(samples, events, spans)
 
     lap_rows = _assign(laps, spans, "start_time_utc")
     # Laps starting at the same instant keep the file's order (a total order: deterministic).
