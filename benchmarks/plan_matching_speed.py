@@ -10,10 +10,12 @@ or fartlek, Sunday long run — 17 structures in all, targets as pace, speed and
 Activities are what the athlete ran: ``--missed`` (10 %) of planned sessions are skipped;
 some weeks add a 30 min morning shake-out before the Tuesday or Thursday session (two runs on
 one day), a ride on Wednesday or Saturday (another sport on a plan day) and an unplanned Monday
-run. Every run comes from ``pipelines.plans.simulate.simulate_session`` (1 s truth, smart
-recording with 1–9 s gaps, GPS noise, timer pauses in recoveries) and is recorded one of three
+run. Every run comes from ``tests/athlete.py`` (``simulate_session``: 1 s truth, smart
+recording with 1–9 s gaps, GPS noise, timer pauses in recoveries; with ``--deviations`` the
+athlete also departs from the plan as people do, ``draw_deviations``) and is recorded one of three
 ways: the watch ran the workout (``wkt_step_index`` laps, auto-lapped every km inside long
-steps), lap button at every step (manual laps), or plain 1 km auto-laps (the matcher must cut).
+steps), lap button at every step (manual laps), or plain 1 km auto-laps (the matcher must find
+the steps in the samples).
 
 Simulating a year for every athlete one second at a time would take hours, so the generator
 simulates ``--variants`` runs of every structure once (a pool) and gives each activity one
@@ -25,7 +27,8 @@ missed sessions all differ; only the sample noise repeats). Samples are cleaned 
 Each size runs in its own subprocess that loads the Parquet input, resets its peak-RSS mark
 (``/proc/self/clear_refs``), then times ``evaluate_plans`` (best of ``--repeat``) and,
 separately, its phases: ``match_sessions``, ``match_steps`` and inside it the lap evidence and
-the ``cut`` (the rest of ``match_steps`` is ``interval_metrics``). Peak RSS is the child's own
+the steps found in the samples (``detect_steps``, or the older ``_cut``; column ``detect``;
+the rest of ``match_steps`` is ``interval_metrics``). Peak RSS is the child's own
 ``ru_maxrss`` from ``os.wait4``: the computation with its input loaded. Polars uses every
 core; timings on a shared machine are noisy.
 
@@ -43,7 +46,7 @@ How to run (from the repository root)::
 
     .venv/bin/python -m benchmarks.plan_matching_speed [--athletes 25,50,100] [--weeks 52]
         [--batched 0] [--batch-size 100] [--variants 24] [--missed 0.1] [--repeat 1]
-        [--seed 7] [--out benchmarks/results/plan_matching_speed.json]
+        [--seed 7] [--deviations] [--out benchmarks/results/plan_matching_speed.json]
 
 The default (25, 50 and 100 athletes, not batched) takes 2–4 minutes on a shared 2-core
 machine; ``--batched 1000`` adds about 15–20 minutes and 3 GB of temporary Parquet. Prints a
@@ -189,7 +192,15 @@ def _templates():
 
 def _workout_laps(truth, t, d):
     """Laps of a run the watch guided: one per step, split every km inside long steps, each
-    carrying its step's ``wkt_step_index`` (as FIT files of structured workouts do)."""
+    carrying its step's ``wkt_step_index`` (as FIT files of structured workouts do). An
+    extra rep carries the index of the step before it."""
+    import polars as pl
+
+    truth = (
+        truth.filter(pl.col("true_start_s").is_not_null())
+        .sort("true_start_s")
+        .with_columns(pl.col("step_index").forward_fill().fill_null(0))
+    )
     starts = truth["true_start_s"].to_numpy()
     ends = truth["true_end_s"].to_numpy()
     marks = np.interp(np.arange(1000.0, d[-1], 1000.0), d, t)
@@ -199,13 +210,13 @@ def _workout_laps(truth, t, d):
     return lap_start, lap_end, truth["step_index"].to_numpy()[step]
 
 
-def _pool(variants: int, seed: int):
+def _pool(variants: int, seed: int, deviations: bool = False):
     """Simulate ``variants`` runs of every structure: samples (relative time), laps for every
     recording mode, true step boundaries and per-run totals, all keyed by ``run``."""
     import polars as pl
 
     from pipelines.intervals import clean_samples
-    from pipelines.plans.simulate import simulate_session
+    from tests.athlete import draw_deviations, simulate_session
 
     _, steps = _templates()
     samples, laps, truths = [], [], []
@@ -214,12 +225,14 @@ def _pool(variants: int, seed: int):
         for v in range(variants):
             run = f"{template}/{v}"
             rng = np.random.default_rng([seed, ti, v])
-            s, auto, truth = simulate_session(template_steps, run, 0.0, rng)
+            drawn = draw_deviations(template_steps, rng) if deviations else None
+            s, auto, truth = simulate_session(template_steps, run, 0.0, rng, deviations=drawn)
             samples.append(s)
             t, d = s["t_s"].to_numpy(), s["distance_m"].to_numpy()
             w_start, w_end, w_step = _workout_laps(truth, t, d)
-            m_start = truth["true_start_s"].to_numpy()
-            m_end = truth["true_end_s"].to_numpy()
+            ran = truth.filter(pl.col("true_start_s").is_not_null()).sort("true_start_s")
+            m_start = ran["true_start_s"].to_numpy()
+            m_end = ran["true_end_s"].to_numpy()
             for mode, start, end, trigger, wkt in (
                 ("auto", auto["start_s"].to_numpy(), auto["end_s"].to_numpy(), "distance", None),
                 ("workout", w_start, w_end, "manual", w_step),
@@ -243,7 +256,11 @@ def _pool(variants: int, seed: int):
                         }
                     )
                 )
-            truths.append(truth.with_columns(pl.lit(run).alias("run")))
+            truths.append(
+                truth.filter(pl.col("step_index").is_not_null())
+                .select("step_index", "true_start_s", "true_end_s")
+                .with_columns(pl.lit(run).alias("run"))
+            )
     cleaned = (
         clean_samples(pl.concat(samples, how="diagonal_relaxed").lazy())
         .rename({"session_id": "run"})
@@ -403,6 +420,7 @@ def generate(
     seed: int,
     missed: float,
     directory: Path,
+    deviations: bool = False,
 ) -> dict:
     """Write one folder per size (``n<athletes>/``) with the matcher's five inputs and the
     truth, and for ``batched`` athletes one folder per batch (``batched/part<k>/``); returns
@@ -410,7 +428,7 @@ def generate(
     import polars as pl
 
     t0 = time.perf_counter()
-    pool = _pool(variants, seed)
+    pool = _pool(variants, seed, deviations)
     pool_s = time.perf_counter() - t0
     templates = _templates()
     plan_rows, activity_rows, first_activity = [], [], [0]
@@ -543,7 +561,13 @@ def _measure(data: Path, repeat: int):
     remaining = paired.join(
         from_laps.select("planned_session_id").unique(), on="planned_session_id", how="anti"
     )
-    _, t_cut = _timed(matching._cut, remaining, paired_steps, samples)
+    if hasattr(matching, "detect_steps"):
+        config = matching.MatchConfig()
+        _, t_cut = _timed(
+            matching.detect_steps, remaining, paired_steps, samples, laps, config.detect
+        )
+    else:
+        _, t_cut = _timed(matching._cut, remaining, paired_steps, samples)
     timings = {
         "load_s": load_s,
         "evaluate_s": min(times),
@@ -552,7 +576,7 @@ def _measure(data: Path, repeat: int):
             "match_sessions": t_sessions,
             "match_steps": t_steps,
             "lap_evidence": t_laps,
-            "cut": t_cut,
+            "detect": t_cut,
             "interval_metrics_and_rest": t_steps - t_laps - t_cut,
         },
         "rss_after_load_mb": rss_loaded,
@@ -624,6 +648,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per size (best)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
+        "--deviations",
+        action="store_true",
+        help="the simulated athlete departs from the plan as people do (tests/athlete.py)",
+    )
+    parser.add_argument(
         "--batched",
         type=int,
         default=0,
@@ -648,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
             args.seed,
             args.missed,
             args.generate,
+            args.deviations,
         )
         print(json.dumps(report))
         return 0
@@ -672,6 +702,7 @@ def main(argv: list[str] | None = None) -> int:
                 str(args.variants),
                 "--missed",
                 str(args.missed),
+                *(["--deviations"] if args.deviations else []),
             ]
         )
         generated = json.loads(line)
@@ -734,6 +765,7 @@ def main(argv: list[str] | None = None) -> int:
             "missed": args.missed,
             "repeat": args.repeat,
             "seed": args.seed,
+            "deviations": args.deviations,
         },
         "generation": {k: v for k, v in generated.items() if k != "sizes"},
         "results": results,
@@ -754,7 +786,7 @@ def _version(package: str) -> str:
 HEADER = (
     f"{'athletes':>11} {'plans':>8} {'steps':>9} {'acts':>8} {'samples':>11} "
     f"{'seconds':>8} {'sess/s':>8} {'steps/s':>9} {'Msmp/s':>7} {'peak MB':>8}  "
-    f"{'sessions':>8} {'laps':>6} {'cut':>6} {'metrics':>7}"
+    f"{'sessions':>8} {'laps':>6} {'detect':>6} {'metrics':>7}"
 )
 
 
@@ -771,7 +803,7 @@ def _row(r: dict) -> str:
         f"{r['activities']:>8,} {r['samples']:>11,} {r['evaluate_s']:>8.2f} "
         f"{r['sessions_per_s']:>8,.0f} {r['steps_per_s']:>9,.0f} "
         f"{r['samples_per_s'] / 1e6:>7.2f} {r['peak_rss_mb']:>8,.0f}  "
-        f"{p['match_sessions']:>8.2f} {p['lap_evidence']:>6.2f} {p['cut']:>6.2f} "
+        f"{p['match_sessions']:>8.2f} {p['lap_evidence']:>6.2f} {p['detect']:>6.2f} "
         f"{p['interval_metrics_and_rest']:>7.2f}"
     )
 
