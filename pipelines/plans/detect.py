@@ -55,6 +55,7 @@ class DetectConfig:
     refine_window_s: float = 15.0  # boundary refinement: samples this far either side
     held_speed_max_gap_s: float = 3.0  # longer gaps take their speed from the distance
     max_steps: int = 80  # sessions with more planned steps are not aligned (bounded work)
+    min_candidates: int = 48  # candidate boundaries per session: 3 per step + 12, at least this
     batch_cells: int = 6_000_000  # sessions × candidates² aligned at once (memory bound)
     # Soft size priors, per second of planned time: how much a stretch's size may stray.
     size_weight_work: float = 2.0
@@ -68,7 +69,8 @@ class DetectConfig:
     # late): as costly as a stretch off its level, since a warm-up or cool-down not recorded
     # is a skipped step instead.
     outside_per_s: float = 0.2
-    # Levels by kind, from the session's own speeds (quantiles of the moving signal).
+    # Levels by kind, from the session's own speeds (quantiles of the moving signal) where the
+    # plan does not tell (see _plan_shares).
     fast_quantile: float = 0.9
     easy_quantile: float = 0.4
     rest_level: float = 0.3  # a rest's level as a share of the easy level
@@ -149,23 +151,71 @@ class _Stream:
     span: float
 
 
-def _prepare(stream: pl.DataFrame, config: DetectConfig) -> tuple[_Stream, pl.DataFrame]:
+def _plan_shares(pairs: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
+    """Per paired session, which quantiles of its moving speed stand for the plan's easy and
+    fast levels: the middle of the share of planned time that is easy, and of the share that
+    is work (a tempo session is mostly fast, a session of short reps mostly easy)."""
+    mid = (pl.col("target_low") + pl.col("target_high")) / 2
+    speed = pl.coalesce(pl.when(pl.col("target_type") == "speed").then(mid), pl.lit(3.0))
+    seconds = (
+        pl.when(pl.col("duration_type") == "time")
+        .then(pl.col("planned_duration_s"))
+        .when(pl.col("duration_type") == "distance")
+        .then(pl.col("planned_distance_m") / speed)
+        .otherwise(300.0)
+        .fill_null(300.0)
+    )
+    work = pl.col("kind") == "work"
+    return (
+        steps.with_columns(seconds.alias("_s"))
+        .group_by("planned_session_id")
+        .agg(
+            (pl.col("_s").filter(work).sum() / pl.col("_s").sum()).alias("work_share"),
+            (pl.col("_s").filter(~work).sum() / pl.col("_s").sum()).alias("easy_share"),
+        )
+        .join(pairs.select("planned_session_id", "session_id"), on="planned_session_id")
+        .select(
+            "session_id",
+            (1 - pl.col("work_share") / 2).clip(0.5, 0.95).fill_null(0.9).alias("fast_q"),
+            (pl.col("easy_share") / 2).clip(0.05, 0.5).fill_null(0.4).alias("easy_q"),
+        )
+        .unique("session_id")
+    )
+
+
+def _weighted_quantile(stream: pl.DataFrame, q: str) -> pl.Expr:
+    """Per session, the time-weighted quantile ``q`` (a column) of the moving signal."""
+    return pl.col("v").filter(pl.col("_frac") >= pl.col(q)).first()
+
+
+def _prepare(
+    stream: pl.DataFrame, shares: pl.DataFrame, config: DetectConfig
+) -> tuple[_Stream, pl.DataFrame]:
     rank = stream["_code"].rle_id().to_numpy()
+    # Levels from the moving signal, time-weighted (smart recording samples the changes).
+    moving = (
+        stream.with_columns(pl.Series("_rank", rank))
+        .filter(pl.col("moving") & (pl.col("v") > 0.3))
+        .sort("_rank", "v")
+        .with_columns((pl.col("dt").cum_sum() / pl.col("dt").sum()).over("_rank").alias("_frac"))
+        .join(shares, on="session_id", how="left")
+        .with_columns(
+            pl.col("fast_q").fill_null(config.fast_quantile),
+            pl.col("easy_q").fill_null(config.easy_quantile),
+            pl.lit(0.5).alias("half"),
+        )
+        .group_by("_rank")
+        .agg(
+            _weighted_quantile(stream, "half").alias("ref"),
+            _weighted_quantile(stream, "fast_q").alias("fast"),
+            _weighted_quantile(stream, "easy_q").alias("easy"),
+        )
+    )
     levels = (
         stream.with_columns(pl.Series("_rank", rank))
         .group_by("_rank", maintain_order=True)
-        .agg(
-            pl.col("session_id").first(),
-            pl.col("v").filter(pl.col("moving") & (pl.col("v") > 0.3)).median().alias("ref"),
-            pl.col("v")
-            .filter(pl.col("moving") & (pl.col("v") > 0.3))
-            .quantile(config.fast_quantile)
-            .alias("fast"),
-            pl.col("v")
-            .filter(pl.col("moving") & (pl.col("v") > 0.3))
-            .quantile(config.easy_quantile)
-            .alias("easy"),
-        )
+        .agg(pl.col("session_id").first())
+        .join(moving, on="_rank", how="left", maintain_order="left")
         .with_columns(pl.col("ref").fill_null(1.0).clip(0.3, None))
         .with_columns(
             (pl.col("fast") / pl.col("ref")).fill_null(1.2).alias("fast"),
@@ -265,7 +315,8 @@ def _candidates(
     n_steps: pl.DataFrame,
     config: DetectConfig,
 ) -> pl.DataFrame:
-    """Candidate rows per session (``_rank``, ``row``), in time order, bounded in number."""
+    """Candidate rows per session (``_rank``, ``row``), in time order: at most
+    ``3 × steps + 12`` (and at least ``min_candidates``), strongest first."""
     rank_of_row = np.repeat(np.arange(len(s.first)), s.last - s.first + 1)
     peak_rows, peak_strength = _change_points(s, config)
     # Lap starts, at the first sample at or after them.
@@ -291,7 +342,9 @@ def _candidates(
         ]
     )
     limit = n_steps.with_columns(
-        (3 * pl.col("n_steps") + 12).clip(None, 3 * config.max_steps + 12).alias("limit")
+        (3 * pl.col("n_steps") + 12)
+        .clip(config.min_candidates, 3 * config.max_steps + 12)
+        .alias("limit")
     ).select("_rank", "limit")
     return (
         pl.DataFrame({"_rank": rank_of_row[rows], "row": rows, "priority": priority})
@@ -317,7 +370,7 @@ def detect_steps(
     stream = _stream(pairs, samples, config)
     if not stream.height or not pairs.height:
         return pl.DataFrame(schema=SPAN_SCHEMA)
-    s, ranks = _prepare(stream, config)
+    s, ranks = _prepare(stream, _plan_shares(pairs, steps), config)
     n_steps = steps.group_by("planned_session_id").agg(pl.len().alias("n_steps"))
     work = (
         pairs.select("planned_session_id", "session_id")
@@ -565,8 +618,10 @@ def _refine(
     gap's distance."""
     lo_t, hi_t = window
     base = rank * s.span - s.t[s.first[rank]]
-    lo = np.searchsorted(s.key, base + lo_t, side="left")
-    hi = np.searchsorted(s.key, base + hi_t, side="right") - 1
+    # The samples at or before the window's start and at or after its end: a gap that
+    # straddles an edge is inside the window, the change may be in it.
+    lo = np.searchsorted(s.key, base + lo_t, side="right") - 1
+    hi = np.searchsorted(s.key, base + hi_t, side="left")
     lo = np.clip(lo, s.first[rank], s.last[rank])
     hi = np.clip(hi, lo, s.last[rank])
     count = hi - lo  # splits lo+1 … hi
