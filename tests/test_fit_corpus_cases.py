@@ -127,3 +127,39 @@ def test_pool_swim_with_repeated_lengths_keeps_lap_distances(settings):
         assert distance == pytest.approx(device, abs=0.5)
     ((total,),) = query(settings, "SELECT sum(distance_m) FROM intervals WHERE kind = 'lap'")
     assert total == pytest.approx(200.0, abs=0.5)
+
+
+def test_a_lap_starting_before_its_session_is_kept_and_flagged(settings, fixtures):
+    """A fenix 2 multisport file whose first session says it starts 45 min after its first
+    lap (and its records) begin: the lap goes to the session holding its midpoint, keeps the
+    watch's start, and says its start lies outside the session's samples (before: the lap
+    was dropped without a word, 6 laps for the file's 7)."""
+    run_file(
+        settings,
+        fixtures / "corpus" / "activity-large-fenxi2-multisport.fit",
+        "fit/tri-3/multi.fit",
+    )
+    ((laps,),) = query(settings, "SELECT count(*) FROM intervals WHERE kind = 'lap'")
+    assert laps == 7
+    ((sport, start_out_of_range, device_m),) = query(
+        settings,
+        "SELECT s.sport, i.start_out_of_range, i.device_distance_m FROM intervals i "
+        "JOIN sessions s USING (session_id) WHERE i.kind = 'lap' "
+        "AND i.start_time_utc < s.start_time_utc",
+    )
+    assert (sport, start_out_of_range) == ("generic", True)
+    assert device_m == pytest.approx(25073.55)
+
+
+def test_a_lap_without_a_start_time_starts_at_its_session(settings, fixtures):
+    """A truncated Sigma file (no session message, one lap with an end but no start time):
+    the lap starts where its session (synthesized from the records) starts instead of being
+    dropped, and reads the watch's distance."""
+    run_file(settings, fixtures / "corpus" / "nick.fit", "fit/rider-1/nick.fit")
+    ((lap_start, session_start, distance, device),) = query(
+        settings,
+        "SELECT i.start_time_utc, s.start_time_utc, i.distance_m, i.device_distance_m "
+        "FROM intervals i JOIN sessions s USING (session_id) WHERE i.kind = 'lap'",
+    )
+    assert lap_start == session_start
+    assert distance == pytest.approx(device, abs=0.5)

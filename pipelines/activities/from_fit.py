@@ -106,10 +106,12 @@ def _session_spans(files: pl.LazyFrame, sessions: pl.LazyFrame, records: pl.Lazy
     )
 
 
-def _assign(rows: pl.LazyFrame, spans: pl.LazyFrame, time_column: str) -> pl.LazyFrame:
+def _assign(
+    rows: pl.LazyFrame, spans: pl.LazyFrame, time_column: str, keep_superseded: bool = False
+) -> pl.LazyFrame:
     """Attach each row to the session of its file (and FIT file of a chain: two chained
     activities may overlap in time) whose span contains it; rows of superseded sessions
-    (the activity is in a newer file) are dropped."""
+    (the activity is in a newer file) are dropped, or kept with ``superseded`` set."""
     # A total order: sessions of one file starting at the same instant must get the same rows
     # whichever other files are read with them.
     keyed = spans.select(
@@ -140,9 +142,9 @@ def _assign(rows: pl.LazyFrame, spans: pl.LazyFrame, time_column: str) -> pl.Laz
         .filter(
             pl.col("session_id").is_not_null()
             & (pl.col("t_s") <= pl.col("end_s") + 1.0)
-            & ~pl.col("superseded")
+            & (pl.lit(keep_superseded) | ~pl.col("superseded"))
         )
-        .drop("superseded")
+        .drop([] if keep_superseded else ["superseded"])
     )
 
 
@@ -216,6 +218,71 @@ def _timer_reading(frame: pl.LazyFrame, steps, first, t: str, out: str) -> pl.La
             ).alias(out)
         )
         .drop("event_t", "running", "timer_at_event", "first_event_t", "running_before")
+    )
+
+
+def _assign_laps(laps: pl.LazyFrame, spans: pl.LazyFrame) -> pl.LazyFrame:
+    """Laps with their session, ``t_s`` (start) and ``_end_s``: none is lost for starting
+    outside its session. A lap goes to the session containing its start, else its midpoint,
+    else its end (devices start a first lap before the session's own start time, or write a
+    lap without a start time); a lap none of those places (the clock jumped during the
+    activity) goes to the nearest session of its file, where its boundaries lie outside the
+    samples and the intervals say so (``start_out_of_range``/``end_out_of_range``). A missing
+    start is the previous lap's end, else the session start (laps follow each other; a lap's
+    elapsed time is not always its span: some devices write the timer time there); the end
+    minus the elapsed time only places the lap. Laps of superseded sessions are dropped with
+    them."""
+    start = _epoch_s("start_time_utc")
+    end = _epoch_s("end_time_utc")
+    rows = laps.with_row_index("_lap_row").with_columns(
+        pl.coalesce(start, end - pl.col("total_elapsed_time_s")).alias("_start_s"),
+        pl.coalesce(start + pl.col("total_elapsed_time_s"), end).alias("_end_s"),
+    )
+    as_time = pl.from_epoch((pl.col("_key_s") * 1000).cast(pl.Int64), time_unit="ms")
+    candidates = pl.concat(
+        [
+            rows.with_columns(key.alias("_key_s"), pl.lit(rank).alias("_rank"))
+            for rank, key in enumerate(
+                [
+                    pl.col("_start_s"),
+                    (pl.col("_start_s") + pl.col("_end_s")) / 2.0,
+                    pl.col("_end_s"),
+                ]
+            )
+        ]
+    ).with_columns(as_time.dt.replace_time_zone("UTC").alias("_key_time"))
+    placed = (
+        _assign(candidates, spans, "_key_time", keep_superseded=True)
+        .sort("_lap_row", "_rank")
+        .unique("_lap_row", keep="first", maintain_order=True)
+    )
+    keyed = spans.select("source_sha256", "session_id", "start_s", "end_s", "superseded")
+    nearest = (
+        rows.join(placed.select("_lap_row"), on="_lap_row", how="anti")
+        .with_columns(pl.coalesce("_start_s", "_end_s").alias("_key_s"))
+        .filter(pl.col("_key_s").is_not_null())
+        .sort("_key_s")
+        .join_asof(
+            keyed.sort("start_s"),
+            left_on="_key_s",
+            right_on="start_s",
+            by="source_sha256",
+            strategy="nearest",
+            check_sortedness=False,
+        )
+        .filter(pl.col("session_id").is_not_null())
+    )
+    return (
+        pl.concat([placed, nearest], how="diagonal_relaxed")
+        .filter(~pl.col("superseded"))
+        .sort("session_id", pl.coalesce("_start_s", "_end_s"), "lap_index", maintain_order=True)
+        .with_columns(
+            pl.coalesce(
+                start, pl.col("_end_s").shift(1).over("session_id"), "start_s", "_start_s"
+            ).alias("t_s")
+        )
+        .with_columns(pl.coalesce("_end_s", "t_s").alias("_end_s"))
+        .drop("_lap_row", "_start_s", "_key_s", "_key_time", "_rank", "superseded")
     )
 
 
@@ -407,15 +474,13 @@ def fit_activity_model(
     samples = _with_pool_lengths(samples, pool_length_distance(lengths, spans))
     samples = timer_from_events(samples, events, spans)
 
-    lap_rows = _assign(laps, spans, "start_time_utc")
+    lap_rows = _assign_laps(laps, spans)
     # Laps starting at the same instant keep the file's order (a total order: deterministic).
     bounds = lap_rows.sort("session_id", "t_s", "lap_index").with_columns(
         pl.lit("lap").alias("kind"),
         pl.int_range(pl.len()).over("session_id").cast(pl.Int64).alias("interval_index"),
         pl.col("t_s").alias("start_s"),
-        pl.coalesce(pl.col("t_s") + pl.col("total_elapsed_time_s"), _epoch_s("end_time_utc")).alias(
-            "end_s"
-        ),
+        pl.col("_end_s").alias("end_s"),
         pl.col("total_distance_m").alias("device_distance_m"),
         pl.col("total_timer_time_s").alias("device_timer_s"),
         pl.col("total_elapsed_time_s").alias("device_elapsed_s"),
