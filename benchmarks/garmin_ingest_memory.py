@@ -7,7 +7,9 @@ Garmin sends it; deterministic):
 
 * ``dailies``: users' days with 5,760 heart-rate samples each (about 63 KB per item; the map
   explodes into ``garmin_timeseries``, about ten times the JSON in memory as rows);
-* ``activityDetails``: 5-hour smart-recorded runs (about 3,600 samples per item).
+* ``activityDetails``: 5-hour smart-recorded runs (about 3,600 samples per item);
+* ``epochs``: 15-minute wellness epochs (about 400 bytes per item, one row each), at most
+  ``push.MAX_ITEMS`` of them: the body of many small items.
 
 Each body is parsed in its own child process, which reads the file, resets its peak-RSS mark
 (``/proc/self/clear_refs``) and then runs one mode:
@@ -44,7 +46,7 @@ from pathlib import Path
 
 MB = 2**20
 EPOCH0 = 1_767_225_600  # 2026-01-01T00:00:00Z
-KINDS = ("dailies", "activityDetails")
+KINDS = ("dailies", "activityDetails", "epochs")
 MODES = ("tables", "stream")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,14 +56,33 @@ def generate(kind: str, mb: float, path: Path) -> dict:
     import numpy as np
 
     from pipelines.garmin.generate import activity_details, daily
+    from pipelines.garmin.push import MAX_ITEMS
 
     rng = np.random.default_rng(18)
     target, size, k = int(mb * MB), 0, 0
     with path.open("wb") as fh:
         fh.write(b'{"%s":[' % kind.encode())
-        while size < target:
+        while size < target and not (kind == "epochs" and k == MAX_ITEMS):
             user = f"user-{k % 50:03d}"
-            if kind == "dailies":
+            if kind == "epochs":
+                steps = int(rng.integers(0, 2_000))
+                item = {
+                    "userId": user,
+                    "summaryId": f"x{user}-{EPOCH0 + 900 * k:x}",
+                    "activityType": "WALKING",
+                    "activeKilocalories": round(steps * 0.04, 1),
+                    "steps": steps,
+                    "distanceInMeters": round(steps * 0.78, 2),
+                    "durationInSeconds": 900,
+                    "activeTimeInSeconds": int(steps * 0.4),
+                    "startTimeInSeconds": EPOCH0 + 900 * (k // 50),
+                    "startTimeOffsetInSeconds": 3600,
+                    "met": round(1 + steps / 1000, 3),
+                    "intensity": "ACTIVE" if steps > 500 else "SEDENTARY",
+                    "meanMotionIntensity": round(float(rng.random()) * 4, 3),
+                    "maxMotionIntensity": round(float(rng.random()) * 7, 3),
+                }
+            elif kind == "dailies":
                 item = daily(user, EPOCH0 + 86_400 * (k // 50), rng)
             else:
                 start = EPOCH0 + 86_400 * k

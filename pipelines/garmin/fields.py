@@ -65,7 +65,7 @@ def coerce(item: dict[str, Any], key: str, kind: str) -> Any:
         return None
     if kind == "str":
         if isinstance(value, str):
-            return text(value)
+            return value if value.isascii() else text(value)
         if isinstance(value, int) and not isinstance(value, bool):
             try:
                 return str(value)
@@ -123,6 +123,8 @@ def checked_identity(item: dict[str, Any], key: str) -> str | None:
     """An identity field (userId, summaryId) as text; refused when it cannot identify
     anything reliably: a lone surrogate (replacing it could merge two ids) or too long."""
     value = item.get(key)
+    if type(value) is str and value.isascii() and len(value) <= MAX_ID_CHARS:
+        return value  # the usual id
     if isinstance(value, str) and not is_text(value):
         raise FieldError(f"field {key!r}: not valid Unicode (a lone surrogate)")
     result = coerce(item, key, "str")
@@ -183,6 +185,8 @@ def decode_json(raw: msgspec.Raw | bytes, level: int) -> Any:
     if data.count(b"{") + data.count(b"[") > limit and nesting_depth(data) > limit:
         raise PayloadError(f"nesting deeper than {MAX_DEPTH}")
     value = ITEM_DECODER.decode(data)
+    if type(value) is dict and data.count(b":") == len(value):
+        return value  # the usual flat object with no colon in its strings: no repeat
     if isinstance(value, dict | list):
         check_unique_keys(data, value)
     return value

@@ -250,7 +250,10 @@ class ParsedPush:
         out = {}
         for table in BRONZE_TABLES:
             parts = list(self.parts(table))
-            out[table] = pl.concat(parts, how="vertical") if parts else _empty_table(table)
+            # No rechunk: a copy of every table would double its memory for nothing.
+            out[table] = (
+                pl.concat(parts, how="vertical", rechunk=False) if parts else _empty_table(table)
+            )
         return out
 
     def lazy_tables(self, max_rows: int = PART_ROWS) -> dict[str, pl.LazyFrame]:
