@@ -54,6 +54,8 @@ class DetectConfig:
     min_change: float = 0.08  # … differing by at least this share of the typical speed
     refine_window_s: float = 15.0  # boundary refinement: samples this far either side
     held_speed_max_gap_s: float = 3.0  # longer gaps take their speed from the distance
+    median_samples: int = 3  # the signal's running median (samples)
+    ramp_s: float = 0.0  # how long a change of pace takes
     max_steps: int = 80  # sessions with more planned steps are not aligned (bounded work)
     min_candidates: int = 48  # candidate boundaries per session: 3 per step + 12, at least this
     batch_cells: int = 6_000_000  # sessions × candidates² aligned at once (memory bound)
@@ -113,6 +115,9 @@ def _stream(pairs: pl.DataFrame, samples: pl.DataFrame, config: DetectConfig) ->
         else derived
     )
     moving = (timer_gap > 0.5 * pl.col("dt")) & (pl.col("dt") > 0)
+    # A running median over a few samples: GPS speed spikes by a metre per second now and then,
+    # and one spike beside a boundary would pull it by seconds.
+    signal = pl.when(moving).then(measured.clip(0.0, 100.0)).otherwise(0.0).fill_null(0.0)
     return s.select(
         "session_id",
         "_code",
@@ -120,7 +125,9 @@ def _stream(pairs: pl.DataFrame, samples: pl.DataFrame, config: DetectConfig) ->
         "timer_s",
         "distance_m",
         "dt",
-        pl.when(moving).then(measured.clip(0.0, 100.0)).otherwise(0.0).fill_null(0.0).alias("v"),
+        signal.rolling_median(config.median_samples, min_samples=1, center=True)
+        .over("_code")
+        .alias("v"),
         moving.fill_null(False).alias("moving"),
     )
 
@@ -611,6 +618,7 @@ def _refine(
     row: np.ndarray,
     window: tuple[np.ndarray, np.ndarray],
     levels: tuple[np.ndarray, np.ndarray],
+    ramp_s: float,
 ) -> np.ndarray:
     """Instants of boundaries first placed at sample ``row``: the split of the samples inside
     ``window`` (instants) that fits the levels of the stretches before and after best (least
@@ -650,7 +658,10 @@ def _refine(
     moved = s.dist[s_row] - s.dist[gap]
     differ = np.abs(v_l - v_r) > 0.05 * ref
     inside = np.where(differ, (moved - v_r * dt) / np.where(differ, v_l - v_r, 1.0), 0.5 * dt)
-    refined[at] = s.t[gap] + np.clip(inside, 0.0, dt)
+    # A change of pace takes a few seconds, and the step begins where it begins (where a lap
+    # button is pressed): the balance above finds the ramp's middle.
+    onset = np.where(differ, 0.5 * ramp_s, 0.0)
+    refined[at] = s.t[gap] + np.clip(inside, 0.0, dt) - onset
     return refined
 
 
@@ -691,7 +702,7 @@ def _spans(
     )
     levels = (mean_level(prev_safe, row), mean_level(row, next_safe))
     movable = has_prev & has_next
-    at = np.where(movable, _refine(s, rank, row, window, levels), s.t[row])
+    at = np.where(movable, _refine(s, rank, row, window, levels, config.ramp_s), s.t[row])
     return (
         bounds.join(work.select("_pair", "planned_session_id", "session_id"), on="_pair")
         .join(distinct.select("_pair", "row", pl.Series("t", at)), on=["_pair", "row"])

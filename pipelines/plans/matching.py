@@ -314,15 +314,25 @@ def match_steps(
     )
 
 
+def _timed(timer: pl.Expr, elapsed: pl.Expr) -> pl.Expr:
+    """How long a time step lasted: timer time, but clock time for recoveries and rests (a
+    stood rest often stops the timer; the plan's 90 s rest is 90 s on the clock)."""
+    return pl.when(pl.col("kind").is_in(["recovery", "rest"])).then(elapsed).otherwise(timer)
+
+
 def _with_confidence(actual: pl.DataFrame) -> pl.DataFrame:
     """Per step, 0–1: how close its measured size is to the plan (work steps tightly, others
     loosely, open steps always), times for work steps how clearly it was faster than the
-    non-work steps beside it (by half the contrast their targets ask for, else 15 %). Steps
-    the watch ran as a workout (``wkt_step_index``) are certain."""
+    non-work steps beside it (by half the contrast their targets ask for, else 15 %) and how
+    near it came to its speed target. Steps the watch ran as a workout (``wkt_step_index``)
+    are certain."""
     work = pl.col("kind") == "work"
     ratio = (
         pl.when(pl.col("duration_type") == "time")
-        .then((pl.col("timer_s") + 10) / (pl.col("planned_duration_s") + 10))
+        .then(
+            (_timed(pl.col("timer_s"), pl.col("elapsed_s")) + 10)
+            / (pl.col("planned_duration_s") + 10)
+        )
         .when(pl.col("duration_type") == "distance")
         .then((pl.col("distance_m") + 10) / (pl.col("planned_distance_m") + 10))
     )
@@ -337,17 +347,26 @@ def _with_confidence(actual: pl.DataFrame) -> pl.DataFrame:
     neighbour_mid = pl.mean_horizontal(
         easy_mid.shift(1).over(order), easy_mid.shift(-1).over(order)
     )
-    expected = pl.coalesce(speed_mid / neighbour_mid, pl.lit(1.15))
+    expected = pl.coalesce(speed_mid / neighbour_mid, pl.lit(1.3))
     contrast = (
         pl.when(work & neighbours.is_not_null() & (expected > 1.04))
         .then(((pl.col("avg_speed_mps") / neighbours - 1) / (0.5 * (expected - 1))).clip(0.0, 1.0))
         .otherwise(1.0)
         .fill_null(0.0)
     )
+    # A work step run far slower than its speed target is not that step (an easy run on an
+    # interval day): 40 % below the target's low end counts as nothing.
+    shortfall = (
+        pl.when(work & (pl.col("target_type") == "speed") & (pl.col("target_low") > 0))
+        .then((1 - pl.col("avg_speed_mps") / pl.col("target_low")).clip(0.0, None))
+        .otherwise(0.0)
+        .fill_null(0.0)
+    )
+    pace = (1 - shortfall / 0.4).clip(0.0, 1.0)
     return actual.sort("pair", "step_index").with_columns(
         pl.when(pl.col("evidence") == "wkt_step_index")
         .then(1.0)
-        .otherwise(size * contrast)
+        .otherwise(size * contrast * pace)
         .alias("confidence")
     )
 
@@ -452,19 +471,19 @@ def evaluate_plans(
         planned_steps.filter(pl.col("kind") == "work")
         .join(pairs.select("planned_session_id", "session_id"), on="planned_session_id")
         .join(
-            done.select("planned_session_id", "step_index", "evidence", "confidence"),
+            done.select("planned_session_id", "step_index", "confidence"),
             on=["planned_session_id", "step_index"],
             how="left",
         )
         .group_by("planned_session_id")
-        .agg(
-            pl.col("confidence").fill_null(0.0).mean().alias("work_confidence"),
-            (pl.col("evidence") == "detected").any().alias("detected"),
-        )
+        .agg(pl.col("confidence").fill_null(0.0).mean().alias("work_confidence"))
     )
-    unstructured = work_confidence.filter(
-        pl.col("detected") & (pl.col("work_confidence") < config.unstructured_below)
-    ).select("planned_session_id")
+    detected = done.filter(pl.col("evidence") == "detected").select("planned_session_id").unique()
+    unstructured = (
+        work_confidence.join(detected, on="planned_session_id", how="semi")
+        .filter(pl.col("work_confidence") < config.unstructured_below)
+        .select("planned_session_id")
+    )
     done = done.join(unstructured, on="planned_session_id", how="anti")
     tol = config.single_target_tolerance
     steps = (
@@ -537,7 +556,11 @@ def evaluate_plans(
         in_target_pct,
         pl.when(has_target).then(actual_value.is_between(low, high)).alias("within_target"),
         pl.when(pl.col("duration_type") == "time")
-        .then(100.0 * pl.col("actual_duration_s").fill_null(0.0) / pl.col("planned_duration_s"))
+        .then(
+            100.0
+            * _timed(pl.col("actual_duration_s"), pl.col("actual_elapsed_s")).fill_null(0.0)
+            / pl.col("planned_duration_s")
+        )
         .when(pl.col("duration_type") == "distance")
         .then(100.0 * pl.col("actual_distance_m").fill_null(0.0) / pl.col("planned_distance_m"))
         .alias("size_compliance_pct"),
