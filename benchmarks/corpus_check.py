@@ -20,6 +20,10 @@ session rather than hiding itself.
 A lap off by more than 5 % counts as *flagged* when the warehouse says why it may be off: the
 session's ``integrity`` is not ``ok``, a boundary lies outside the samples
 (``start_out_of_range``/``end_out_of_range``), or the lap has sample gaps (``gap_count``).
+The lap distance error is given over all scored laps and over the unflagged ones. A file
+whose activity is also in another file of the folder (exported twice, the SDK's copies of one
+recording) counts its sessions as found when the warehouse keeps them from the other file
+(``kept from a copy``: the newest file of one activity wins).
 
 Files are split deterministically by the parity of their sha256: even → ``tuning``, odd →
 ``held_out``; every summary is given for both. When the whole run fails, the files are run
@@ -72,9 +76,11 @@ class Reference:
     product: str = ""
     file_type: str = ""
     sports: list[str] = field(default_factory=list)
+    session_starts: list[float] = field(default_factory=list)
     sessions: int = 0
     laps: int = 0
-    records: int = 0
+    records: int = 0  # with a timestamp (a record without one places nothing)
+    first_record_s: float | None = None
     pool_length_m: float | None = None
     decode_error: str = ""
 
@@ -108,6 +114,9 @@ def reference(blob: bytes) -> Reference:
                     ref.product = str(product or "")
                 elif frame.name == "session":
                     ref.sessions += 1
+                    start = _value(frame, "start_time")
+                    if hasattr(start, "timestamp"):
+                        ref.session_starts.append(start.timestamp())
                     sport, sub = _value(frame, "sport"), _value(frame, "sub_sport")
                     generic = sub in (None, "generic")
                     ref.sports.append(str(sport) if generic else f"{sport}/{sub}")
@@ -117,7 +126,11 @@ def reference(blob: bytes) -> Reference:
                 elif frame.name == "lap":
                     ref.laps += 1
                 elif frame.name == "record":
-                    ref.records += 1
+                    stamp = _value(frame, "timestamp")
+                    if hasattr(stamp, "timestamp"):
+                        ref.records += 1
+                        if ref.first_record_s is None:
+                            ref.first_record_s = stamp.timestamp()
     except Exception as exc:  # damaged tail: what was read so far stands
         ref.decode_error = f"{type(exc).__name__}: {exc}"[:160]
     return ref
@@ -135,12 +148,14 @@ class FileResult:
     expected_sessions: int
     expected_laps: int
     sessions: int = 0
+    sessions_elsewhere: int = 0  # the same activity kept from another file (a newer copy)
     laps: int = 0
     quarantine: str = ""
     crashed: str = ""
     integrity: str = ""
     scored_laps: int = 0
     lap_err_pct: list[float] = field(default_factory=list)
+    lap_err_unflagged_pct: list[float] = field(default_factory=list)
     lap_timer_err_s: list[float] = field(default_factory=list)
     off_unflagged: int = 0
     off_flagged: int = 0
@@ -154,8 +169,10 @@ class FileResult:
             return "CRASH"
         if self.quarantine:
             return "quarantined"
-        if self.sessions < self.expected_sessions:
+        if self.sessions + self.sessions_elsewhere < self.expected_sessions:
             return "sessions missing"
+        if self.sessions_elsewhere:
+            return "kept from a copy"
         return "ok"
 
 
@@ -188,8 +205,8 @@ def _read(home: Path) -> dict[str, list[dict]]:
 
         return {
             "sessions": rows(
-                "SELECT session_id, source_sha256, sport, sub_sport, integrity, n_laps "
-                "FROM sessions"
+                "SELECT session_id, source_sha256, sport, sub_sport, integrity, n_laps, "
+                "epoch(start_time_utc) AS start_s FROM sessions"
             ),
             "laps": rows(
                 "SELECT i.session_id, s.source_sha256, s.sport, s.sub_sport, s.integrity, "
@@ -278,6 +295,26 @@ def score(
                 result.laps += row["n_laps"]
                 if row["integrity"] != "ok":
                     result.integrity = row["integrity"]
+        # Sessions a file holds that the warehouse keeps from another file: the same activity
+        # in two files (exported twice, the SDK's copies of one recording) is one session.
+        starts = sorted(
+            (float(row["start_s"]), row["source_sha256"])
+            for row in run["sessions"]
+            if row["start_s"] is not None
+        )
+        for ledger_sha, result in by_sha.items():
+            ref = refs[result.file]
+            own = [t for t, sha in starts if sha == ledger_sha]
+            expected = ref.session_starts or (
+                [ref.first_record_s] if ref.first_record_s is not None and ref.records > 1 else []
+            )
+            for t in expected:
+                # Each own session answers one expected start (sessions can share a second).
+                match = next((o for o in own if abs(t - o) <= 2.0), None)
+                if match is not None:
+                    own.remove(match)
+                elif any(abs(t - o) <= 2.0 for o, sha in starts if sha != ledger_sha):
+                    result.sessions_elsewhere += 1
         for lap in run["laps"]:
             result = by_sha.get(lap["source_sha256"])
             if result is None:
@@ -302,13 +339,15 @@ def score(
             result.lap_err_pct.append(err)
             if lap["timer_s"] is not None and lap["device_timer_s"] is not None:
                 result.lap_timer_err_s.append(lap["timer_s"] - lap["device_timer_s"])
+            flagged = (
+                lap["integrity"] != "ok"
+                or lap["start_out_of_range"]
+                or lap["end_out_of_range"]
+                or (lap["gap_count"] or 0) > 0
+            )
+            if not flagged:
+                result.lap_err_unflagged_pct.append(err)
             if err > OFF_PCT:
-                flagged = (
-                    lap["integrity"] != "ok"
-                    or lap["start_out_of_range"]
-                    or lap["end_out_of_range"]
-                    or (lap["gap_count"] or 0) > 0
-                )
                 if flagged:
                     result.off_flagged += 1
                 else:
@@ -318,6 +357,7 @@ def score(
 
 def summarize(results: list[FileResult]) -> dict:
     errs = [e for r in results for e in r.lap_err_pct]
+    clean = [e for r in results for e in r.lap_err_unflagged_pct]
     timer = [abs(e) for r in results for e in r.lap_timer_err_s]
     return {
         "files": len(results),
@@ -325,14 +365,16 @@ def summarize(results: list[FileResult]) -> dict:
         "quarantined": sum(bool(r.quarantine) and not r.crashed for r in results),
         "sessions_expected": sum(r.expected_sessions for r in results if not r.crashed),
         "sessions_found": sum(r.sessions for r in results),
-        "files_missing_sessions": sum(
-            r.sessions < r.expected_sessions and not r.crashed for r in results
-        ),
+        "sessions_in_copies": sum(r.sessions_elsewhere for r in results),
+        "files_missing_sessions": sum(r.outcome == "sessions missing" for r in results),
         "laps_expected": sum(r.expected_laps for r in results if not r.crashed),
         "laps_found": sum(r.laps for r in results),
         "scored_laps": len(errs),
         "lap_err_median_pct": _pct(errs, 0.5),
         "lap_err_p95_pct": _pct(errs, 0.95),
+        "unflagged_laps": len(clean),
+        "lap_err_unflagged_median_pct": _pct(clean, 0.5),
+        "lap_err_unflagged_p95_pct": _pct(clean, 0.95),
         "lap_timer_err_median_s": _pct(timer, 0.5),
         "lap_timer_err_p95_s": _pct(timer, 0.95),
         "off_5pct_unflagged": sum(r.off_unflagged for r in results),
@@ -356,10 +398,14 @@ SUMMARY_COLUMNS = (
     ("crashes", "crash"),
     ("quarantined", "quar"),
     ("sessions", "sess found/exp"),
+    ("files_missing_sessions", "files missing sess"),
     ("laps", "laps found/exp"),
     ("scored_laps", "scored"),
     ("lap_err_median_pct", "med %"),
     ("lap_err_p95_pct", "p95 %"),
+    ("unflagged_laps", "unflag laps"),
+    ("lap_err_unflagged_median_pct", "unflag med %"),
+    ("lap_err_unflagged_p95_pct", "unflag p95 %"),
     ("lap_timer_err_p95_s", "timer p95 s"),
     ("off_5pct_unflagged", ">5% unflag"),
     ("off_5pct_flagged", ">5% flag"),
@@ -372,7 +418,8 @@ def _summary_cells(s: dict) -> list[str]:
     cells = []
     for key, _ in SUMMARY_COLUMNS:
         if key == "sessions":
-            cells.append(f"{s['sessions_found']}/{s['sessions_expected']}")
+            found = s["sessions_found"] + s["sessions_in_copies"]
+            cells.append(f"{found}/{s['sessions_expected']}")
         elif key == "laps":
             cells.append(f"{s['laps_found']}/{s['laps_expected']}")
         elif key == "pool":
@@ -417,7 +464,9 @@ def file_table(results: list[FileResult]) -> list[list[str]]:
                 r.product[:18],
                 r.sport[:28],
                 r.outcome,
-                f"{r.sessions}/{r.expected_sessions}",
+                f"{r.sessions}+{r.sessions_elsewhere}/{r.expected_sessions}"
+                if r.sessions_elsewhere
+                else f"{r.sessions}/{r.expected_sessions}",
                 f"{r.laps}/{r.expected_laps}",
                 _fmt(_pct(r.lap_err_pct, 0.5)),
                 _fmt(max(r.lap_err_pct) if r.lap_err_pct else None),
