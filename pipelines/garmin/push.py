@@ -25,6 +25,12 @@ Bounds, checked before the work they limit:
   string it becomes U+FFFD; in a summary type key, that key's items are refused;
 * a summary type with time-offset maps needs a ``summaryId`` when it carries any (silver
   attaches series by it): without one the item is refused, never kept without its series.
+
+Memory: items are decoded one at a time and their rows kept columnar; ``lazy_tables()``
+hands each table over in parts of ``PART_ROWS`` rows, so parsing and writing a body peaks at a
+small multiple of its size, while ``tables()`` holds every exploded row (the time series of a
+dailies body are about ten times its JSON). A body only the lenient decoder reads (NaN,
+Infinity, a lone surrogate) is decoded whole by ``json.loads``: about 5× its size.
 """
 
 from __future__ import annotations
