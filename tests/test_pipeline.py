@@ -161,7 +161,7 @@ def test_malformed_payload_is_quarantined_and_the_rest_lands(settings, fixtures)
                     "userId": "u9",
                     "summaryId": "77",
                     "activityId": 77,
-                    "startTimeInSeconds": 1,
+                    "startTimeInSeconds": 1_700_000_000,
                     "durationInSeconds": 10,
                 },
                 {"userId": "u9", "summaryId": "78", "durationInSeconds": [1, 2]},

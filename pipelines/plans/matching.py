@@ -323,8 +323,8 @@ def _timed(timer: pl.Expr, elapsed: pl.Expr) -> pl.Expr:
 def _with_confidence(actual: pl.DataFrame) -> pl.DataFrame:
     """Per step, 0–1: how close its measured size is to the plan (work steps tightly, others
     loosely, open steps always), times for work steps how clearly it was faster than the
-    non-work steps beside it (by half the contrast their targets ask for, else 15 %) and how
-    near it came to its speed target. Steps the watch ran as a workout (``wkt_step_index``)
+    non-work steps beside it (by half the contrast the targets ask for; 15 % when no step has
+    a speed target) and how near it came to its speed target. Steps the watch ran as a workout (``wkt_step_index``)
     are certain."""
     work = pl.col("kind") == "work"
     ratio = (
@@ -347,7 +347,15 @@ def _with_confidence(actual: pl.DataFrame) -> pl.DataFrame:
     neighbour_mid = pl.mean_horizontal(
         easy_mid.shift(1).over(order), easy_mid.shift(-1).over(order)
     )
-    expected = pl.coalesce(speed_mid / neighbour_mid, pl.lit(1.3))
+    # The contrast the plan asks for: from the targets when both sides have one; none when
+    # only the work step has one (its pace is checked against the target instead: a steady
+    # run's warm-up may be as fast); 30 % when neither has (the contrast is all there is).
+    expected = (
+        pl.when(speed_mid.is_not_null())
+        .then(speed_mid / neighbour_mid)
+        .otherwise(pl.lit(1.3))
+        .fill_null(1.0)
+    )
     contrast = (
         pl.when(work & neighbours.is_not_null() & (expected > 1.04))
         .then(((pl.col("avg_speed_mps") / neighbours - 1) / (0.5 * (expected - 1))).clip(0.0, 1.0))
