@@ -282,11 +282,12 @@ def _size_text(n: int) -> str:
     return f"{n / (1 << 20):,.1f} MiB" if n >= 1 << 20 else f"{n:,} bytes"
 
 
-def _gunzip_chunks(chunks: Iterable[bytes], limit: int = MAX_FIT_BYTES) -> bytes:
+def _gunzip_chunks(chunks: Iterable[bytes], limit: int | None = None) -> bytes:
     """Decompress a gzip stream given as compressed chunks (several members allowed, zero
     padding after a member ignored, as ``gzip.decompress`` does), holding at most ``limit``
     bytes of output: zlib produces at most ``_CHUNK`` bytes per step (``max_length``) and the
     size and ratio bounds are checked after every step, so a bomb stops at the bound."""
+    limit = MAX_FIT_BYTES if limit is None else limit
     out = io.BytesIO()
     produced = taken = 0  # output bytes so far; compressed bytes fed so far
     inflater = None  # the current gzip member's decompressor
@@ -326,7 +327,7 @@ def _gunzip_chunks(chunks: Iterable[bytes], limit: int = MAX_FIT_BYTES) -> bytes
     return out.getvalue()
 
 
-def gunzip_bounded(raw: bytes, limit: int = MAX_FIT_BYTES) -> bytes:
+def gunzip_bounded(raw: bytes, limit: int | None = None) -> bytes:
     """``gzip.decompress(raw)`` with the size and ratio bounds; ``FitUnusable`` beyond them."""
     return _gunzip_chunks((raw[i : i + _CHUNK] for i in range(0, len(raw), _CHUNK)), limit)
 
@@ -340,28 +341,29 @@ def read_fit_bytes(path: Path) -> bytes:
     ``OSError`` (missing or unreadable file) is left to the caller.
     """
     with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        magic = handle.read(2)
+        if handle.read(2) != GZIP_MAGIC:
+            _check_size(os.fstat(handle.fileno()).st_size)
+            handle.seek(0)
+            data = handle.read(MAX_FIT_BYTES + 1)  # the file may grow after the check
+            _check_size(len(data))
+            return data
         handle.seek(0)
-        if magic != GZIP_MAGIC:
-            if size > MAX_FIT_BYTES:
-                raise FitUnusable(
-                    f"file of {_size_text(size)} exceeds the {_size_text(MAX_FIT_BYTES)} "
-                    "limit for a FIT file"
-                )
-            return handle.read(MAX_FIT_BYTES + 1)
         return _gunzip_chunks(iter(lambda: handle.read(_CHUNK), b""))
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_FIT_BYTES:
+        raise FitUnusable(
+            f"file of {_size_text(size)} exceeds the {_size_text(MAX_FIT_BYTES)} "
+            "limit for a FIT file"
+        )
 
 
 def _open(raw: bytes) -> bytes:
     """The FIT bytes of ``raw`` (gzip decompressed), within MAX_FIT_BYTES."""
     if raw[:2] == GZIP_MAGIC:
         return gunzip_bounded(raw)
-    if len(raw) > MAX_FIT_BYTES:
-        raise FitUnusable(
-            f"file of {_size_text(len(raw))} exceeds the {_size_text(MAX_FIT_BYTES)} "
-            "limit for a FIT file"
-        )
+    _check_size(len(raw))
     return raw
 
 
