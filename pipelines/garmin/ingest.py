@@ -50,7 +50,7 @@ def _ingest_one(
     quarantine = QuarantineBatch(file_row["path"], file_row["sha256"], STAGE)
     try:
         parsed = parse_push(read_landed(landing, file_row), erased)
-        tables = parsed.tables()
+        counts = parsed.row_counts()
     except PayloadError as exc:
         reason = str(exc)
     except Exception as exc:  # one input's failure, whatever it is, is that input's alone
@@ -62,13 +62,23 @@ def _ingest_one(
         refuse_input(layout, STAGE, file_row, reason, BRONZE_TABLES)
         report.quarantined_files += 1
         return
-    total = 0
-    for table, frame in tables.items():
-        # Most tables are empty for any one body: nothing to label, just no part.
-        labelled = with_lineage(frame, file_row) if frame.height else frame
-        write_bronze(layout, table, file_row["sha256"], labelled)
-        report.rows[table] = report.rows.get(table, 0) + frame.height
-        total += frame.height
+    # Tables are streamed to Parquet part by part (an exploded time series is about ten times
+    # the JSON it comes from): the rows are built while they are written, so a failure of the
+    # input's own can still surface here; one of our storage (OSError) fails the run.
+    try:
+        for table, frame in parsed.lazy_tables().items():
+            # Most tables are empty for any one body: nothing to label, just no part.
+            labelled = with_lineage(frame, file_row) if counts[table] else None
+            write_bronze(layout, table, file_row["sha256"], labelled)
+    except OSError:
+        raise
+    except Exception as exc:
+        refuse_input(layout, STAGE, file_row, failure_reason(exc), BRONZE_TABLES)
+        report.quarantined_files += 1
+        return
+    total = sum(counts.values())
+    for table, n in counts.items():
+        report.rows[table] = report.rows.get(table, 0) + n
     for index, reason in parsed.refusals:
         quarantine.add(reason, index)
     quarantine.write(layout)

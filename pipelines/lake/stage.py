@@ -60,9 +60,13 @@ def with_lineage(frame: pl.DataFrame, file_row: dict) -> pl.DataFrame:
     )
 
 
-def write_bronze(layout: LakeLayout, table: str, sha256: str, frame: pl.DataFrame) -> None:
+def write_bronze(
+    layout: LakeLayout, table: str, sha256: str, frame: pl.DataFrame | pl.LazyFrame | None
+) -> None:
+    """The input's part of a bronze table; none for no rows (``None`` or an empty frame). A
+    LazyFrame is sunk part by part, never held whole."""
     path = layout.bronze_dir(table) / f"{sha256}.parquet"
-    if frame.height:
+    if frame is not None and (isinstance(frame, pl.LazyFrame) or frame.height):
         write_parquet_atomic(frame, path)
     else:
         path.unlink(missing_ok=True)
