@@ -6,10 +6,17 @@ a run recomputes only the days its new inputs touch. Which bronze parts hold dat
 is kept in ``silver/_index/<stage>.parquet``; what a run changed is appended to
 ``silver/_changes/<stage>.json`` until the warehouse has applied it (so a crash between the two
 only means the warehouse applies it on the next run; applying twice is harmless).
+
+Beside each index, ``<stage>.code`` holds the fingerprint of the code that built the stage's
+silver (``silver_code_fingerprint``): after an upgrade that changes how silver is computed (a
+decoder fix, a new rule for laps) the index no longer describes the silver on disk, and the
+next run rebuilds the stage in full, as the warehouse does when its SQL changes.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -119,10 +126,33 @@ def index_path(layout: LakeLayout, stage: str) -> Path:
     return layout.silver_state_dir("_index") / f"{stage}.parquet"
 
 
+# Packages whose code does not shape silver rows (top-level modules are Dagster wiring).
+_NOT_SILVER = ("report", "sample_data", "warehouse")
+
+
+@functools.cache
+def silver_code_fingerprint() -> str:
+    """sha256 over the source of every module that computes silver (pipelines' subpackages
+    but the report, the sample data and the warehouse, whose SQL has its own fingerprint)."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root)
+        if len(relative.parts) == 1 or relative.parts[0] in _NOT_SILVER:
+            continue
+        digest.update(f"{relative.as_posix()}\n".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def read_index(layout: LakeLayout, stage: str) -> pl.DataFrame | None:
-    """The stage's index; None (a full rebuild) when missing or of an older layout."""
+    """The stage's index; None (a full rebuild) when missing, of an older layout, or written
+    by other silver code (``silver_code_fingerprint``)."""
     path = index_path(layout, stage)
-    if not path.exists():
+    code = path.with_suffix(".code")
+    if not path.exists() or not code.exists():
+        return None
+    if code.read_text().strip() != silver_code_fingerprint():
         return None
     index = pl.read_parquet(path)
     return index if set(INDEX_SCHEMA) <= set(index.columns) else None
@@ -198,7 +228,12 @@ def _same_keys(index: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def write_index(layout: LakeLayout, stage: str, index: pl.DataFrame) -> None:
-    write_parquet_atomic(index, index_path(layout, stage))
+    """The index, then the fingerprint of the code that built the silver it describes (a crash
+    in between leaves no fingerprint: the next run rebuilds in full)."""
+    path = index_path(layout, stage)
+    path.with_suffix(".code").unlink(missing_ok=True)
+    write_parquet_atomic(index, path)
+    write_text_atomic(silver_code_fingerprint(), path.with_suffix(".code"))
 
 
 def rebuild_chunks(
