@@ -14,7 +14,7 @@ from pipelines.plans.garmin_workouts import parse_schedule, parse_workout, worko
 from pipelines.plans.matching import evaluate_plans
 from pipelines.plans.model import PlanError, frames, parse_pace
 from pipelines.plans.native import parse_native_plan
-from pipelines.plans.simulate import simulate_session
+from tests.athlete import Deviations, simulate_session
 
 INTERVALS_YAML = b"""
 plan: spring-10k
@@ -160,7 +160,12 @@ def test_synthetic_runs_recover_true_step_boundaries():
     for k, row in enumerate(planned.iter_rows(named=True)):
         session_steps = steps.filter(pl.col("planned_session_id") == row["planned_session_id"])
         start = datetime(2026, 4, 1 + k, 7, 0).timestamp()
-        samples, laps, truth = simulate_session(session_steps, f"act{k}", start, rng)
+        # An athlete who runs the plan as written, as a person does: speeds ramp over seconds,
+        # GPS speed lags, each rep varies inside its target.
+        human = Deviations(human=True, max_gap_s=9)
+        samples, laps, truth = simulate_session(
+            session_steps, f"act{k}", start, rng, deviations=human
+        )
         all_samples.append(samples)
         all_laps.append(laps)
         truths.append(truth.with_columns(pl.lit(row["planned_session_id"]).alias("pid")))
@@ -177,9 +182,14 @@ def test_synthetic_runs_recover_true_step_boundaries():
     end_err = (joined["end_time_utc"].dt.epoch("ms") / 1000 - joined["true_end_s"]).abs()
     within = ((start_err <= 5) & (end_err <= 5)).mean()
     assert joined.height == steps.height
-    assert within >= 0.95, joined.filter((start_err > 5) | (end_err > 5))
-    assert set(joined["evidence"]) == {"detected"}  # auto-laps are splits, not structure
-    assert matches["grade"].to_list() == ["green"] * 3
+    assert within >= 0.9, joined.filter((start_err > 5) | (end_err > 5))
+    # Auto-laps are splits, not structure. A recovery jogged into a cool-down at the same pace
+    # leaves no trace of its end: it may be absorbed by the cool-down (not matched).
+    work = joined.filter(pl.col("kind") == "work")
+    assert set(work["evidence"]) == {"detected"}
+    assert set(joined["evidence"]) <= {"detected", "none"}
+    assert set(matches["status"]) == {"completed"}
+    assert set(matches["grade"]) <= {"green", "yellow"}
 
 
 def test_two_runs_on_one_day_pick_the_one_that_fits():

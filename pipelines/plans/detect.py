@@ -55,7 +55,7 @@ class DetectConfig:
     refine_window_s: float = 15.0  # boundary refinement: samples this far either side
     held_speed_max_gap_s: float = 3.0  # longer gaps take their speed from the distance
     median_samples: int = 3  # the signal's running median (samples)
-    ramp_s: float = 0.0  # how long a change of pace takes
+    ramp_s: float = 3.0  # how long a change of pace takes
     max_steps: int = 80  # sessions with more planned steps are not aligned (bounded work)
     min_candidates: int = 48  # candidate boundaries per session: 3 per step + 12, at least this
     batch_cells: int = 6_000_000  # sessions × candidates² aligned at once (memory bound)
