@@ -324,8 +324,8 @@ def _with_confidence(actual: pl.DataFrame) -> pl.DataFrame:
     """Per step, 0–1: how close its measured size is to the plan (work steps tightly, others
     loosely, open steps always), times for work steps how clearly it was faster than the
     non-work steps beside it (by half the contrast the targets ask for; 15 % when no step has
-    a speed target) and how near it came to its speed target. Steps the watch ran as a workout (``wkt_step_index``)
-    are certain."""
+    a speed target) and how near it came to its speed target. Steps the watch ran as a
+    workout (``wkt_step_index``) are certain."""
     work = pl.col("kind") == "work"
     ratio = (
         pl.when(pl.col("duration_type") == "time")
