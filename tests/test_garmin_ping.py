@@ -599,3 +599,27 @@ def test_unreachable_network_pauses_fetching_until_the_next_run(tmp_path, settin
     assert not any(
         outcome.complete for outcome in report.files if outcome.sha256 != pings[0].sha256
     )
+
+
+def test_an_unexpected_error_on_one_item_fails_that_item_alone(
+    settings, layout, garmin, monkeypatch
+):
+    ids = [str(300 + i) for i in range(3)]
+    paths = [garmin.one_time_file(i) for i in ids]
+    pinged = land_ping(settings, "one-bad", {"activityFiles": [file_item(i) for i in ids]})
+    real_fetch = ping._Fetcher._fetch
+
+    async def fetch(self, task, prior_attempts):
+        if task.summary_id == "301-file":
+            raise KeyError("injected failure")
+        return await real_fetch(self, task, prior_attempts)
+
+    monkeypatch.setattr(ping._Fetcher, "_fetch", fetch)
+    report = fetch_pings(settings.landing, layout, [pinged], make_config(garmin))
+
+    assert report.counts == {"fetched": 2, "failed": 1}
+    assert [garmin.hits(p) for p in paths] == [1, 0, 1]
+    quarantine = read_quarantine(layout).filter(pl.col("stage") == "garmin_ping")
+    assert quarantine["item_index"].to_list() == [1]
+    assert quarantine["reason"][0] == "failed: unexpected KeyError: 'injected failure'"
+    assert report.files[0].complete  # not retried on every run: `wearhouse quarantine retry`
