@@ -37,6 +37,20 @@ machine has (peak RSS is ≈ 5 GB per 100 athlete-years, linear). ``--batched 10
 that many athletes and matches them ``--batch-size`` (100) athletes at a time in one
 subprocess, as a pipeline would have to: the times add up, the peak is one batch's.
 
+Side by side with the code it replaced: ``--baseline`` (default ``3d6db71``, the last
+commit of the ``cut`` step matcher; ``--no-baseline`` to skip) exports that commit's
+``pipelines`` package (``git archive <commit> pipelines | tar -x``) to a temporary folder and
+runs every size's timing child a second time, right after the current one, with that folder
+first on ``PYTHONPATH`` and as its working directory (``python -m`` puts the working
+directory ahead of ``PYTHONPATH``; ``benchmarks`` still comes from the repository). Both
+children read the same generated Parquet (generated once, by the current code and
+``tests/athlete.py``) and time ``evaluate_plans`` from whichever ``pipelines`` they import;
+each child reports the folder it imported and the driver refuses a mix-up. Phases that exist
+in one version only are reported where present: ``detect_steps`` (current; also split into
+its own phases ``_stream``, ``_plan_shares``, ``_prepare``, ``_candidates``, ``_align``,
+``_spans``, timed by wrapping them for one extra call) or ``_cut`` (baseline). The table gives
+both rows per size and the ratio current / baseline.
+
 Correctness on the generated truth: the share of structured steps (sessions of more than one
 step) whose matched start and end are both within ±5 s of the true step boundaries (overall,
 per evidence, and over sessions paired with the activity that ran them), how many plans were
@@ -46,11 +60,12 @@ How to run (from the repository root)::
 
     .venv/bin/python -m benchmarks.plan_matching_speed [--athletes 25,50,100] [--weeks 52]
         [--batched 0] [--batch-size 100] [--variants 24] [--missed 0.1] [--repeat 1]
-        [--seed 7] [--deviations] [--out benchmarks/results/plan_matching_speed.json]
+        [--seed 7] [--deviations] [--baseline 3d6db71 | --no-baseline]
+        [--out benchmarks/results/plan_matching_speed.json]
 
-The default (25, 50 and 100 athletes, not batched) takes 2–4 minutes on a shared 2-core
-machine; ``--batched 1000`` adds about 15–20 minutes and 3 GB of temporary Parquet. Prints a
-table and writes JSON.
+The default (25, 50 and 100 athletes, not batched) takes 2–4 minutes per version on a shared
+2-core machine; ``--batched 1000`` adds about 15–20 minutes per version and 3 GB of temporary
+Parquet. Prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -64,6 +79,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -530,6 +546,53 @@ def check(matches, rows, truth) -> dict:
     }
 
 
+# Functions of pipelines/plans/detect.py timed inside one detect_steps call, where they
+# exist: the ones detect_steps calls, then ones nested in them (their time is inside their
+# caller's too).
+DETECT_PHASES = (
+    "_stream",
+    "_plan_shares",
+    "_prepare",
+    "_candidates",
+    "_align",
+    "_spans",
+    "_change_points",
+    "_align_batch",
+    "_refine",
+)
+
+
+@contextmanager
+def _phase_timers(names, into: dict[str, float]):
+    """Wrap these functions of ``pipelines.plans.detect`` (those present) so that every call
+    adds its wall time to ``into[name]``; restored on exit. Module globals are looked up at
+    call time, so the callers inside the module see the wrappers."""
+    try:
+        from pipelines.plans import detect
+    except ImportError:  # the baseline has no such module
+        yield
+        return
+    saved = {n: getattr(detect, n) for n in names if hasattr(detect, n)}
+
+    def wrap(name, fn):
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                into[name] = into.get(name, 0.0) + time.perf_counter() - t0
+
+        return timed
+
+    for name, fn in saved.items():
+        setattr(detect, name, wrap(name, fn))
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(detect, name, fn)
+
+
 def _measure(data: Path, repeat: int):
     """Load one folder's inputs, reset the peak-RSS mark, time ``evaluate_plans`` (best of
     ``repeat``) and then its phases; returns (timings, plan_matches, plan_interval_matches)."""
@@ -561,13 +624,18 @@ def _measure(data: Path, repeat: int):
     remaining = paired.join(
         from_laps.select("planned_session_id").unique(), on="planned_session_id", how="anti"
     )
+    detect_phases: dict[str, float] = {}
     if hasattr(matching, "detect_steps"):
         config = matching.MatchConfig()
-        _, t_cut = _timed(
-            matching.detect_steps, remaining, paired_steps, samples, laps, config.detect
-        )
+        detect_args = (remaining, paired_steps, samples, laps, config.detect)
+        name = "detect_steps"
+        _, t_detect = _timed(matching.detect_steps, *detect_args)
+        # A separate call, so that the wrappers cannot weigh on the phase timed above.
+        with _phase_timers(DETECT_PHASES, detect_phases):
+            matching.detect_steps(*detect_args)
     else:
-        _, t_cut = _timed(matching._cut, remaining, paired_steps, samples)
+        name = "_cut"
+        _, t_detect = _timed(matching._cut, remaining, paired_steps, samples)
     timings = {
         "load_s": load_s,
         "evaluate_s": min(times),
@@ -576,9 +644,10 @@ def _measure(data: Path, repeat: int):
             "match_sessions": t_sessions,
             "match_steps": t_steps,
             "lap_evidence": t_laps,
-            "detect": t_cut,
-            "interval_metrics_and_rest": t_steps - t_laps - t_cut,
+            name: t_detect,
+            "interval_metrics_and_rest": t_steps - t_laps - t_detect,
         },
+        "detect_phases_s": detect_phases,
         "rss_after_load_mb": rss_loaded,
         "peak_rss_load_mb": load_peak,
         "peak_rss_evaluate_mb": peak_evaluate,
@@ -592,7 +661,7 @@ def worker(data: Path, repeat: int) -> None:
     summed, peaks the largest), check the outputs against the truth, print JSON."""
     import polars as pl
 
-    import pipelines.plans.matching  # noqa: F401 — import cost out of the timings
+    import pipelines.plans.matching  # the import's cost stays out of the timings
 
     rss_imports = rss_mb()
     folders = [data] if (data / "planned_sessions.parquet").exists() else sorted(data.glob("part*"))
@@ -607,13 +676,15 @@ def worker(data: Path, repeat: int) -> None:
         key: max(p[key] for p in parts)
         for key in ("rss_after_load_mb", "peak_rss_load_mb", "peak_rss_evaluate_mb")
     }
-    total["phases_s"] = {k: sum(p["phases_s"][k] for p in parts) for k in parts[0]["phases_s"]}
+    for key in ("phases_s", "detect_phases_s"):
+        total[key] = {k: sum(p[key].get(k, 0.0) for p in parts) for k in parts[0][key]}
     total["evaluate_s_all"] = [
         sum(t) for t in zip(*(p["evaluate_s_all"] for p in parts), strict=True)
     ]
     total["peak_reset_after_load"] = all(p["peak_reset_after_load"] for p in parts)
     total["batches"] = len(parts)
     total["rss_after_imports_mb"] = rss_imports
+    total["pipelines"] = str(Path(pipelines.__file__).resolve().parent)
     total["correctness"] = check(pl.concat(matches), pl.concat(rows), truth)
     print(json.dumps(total))
 
@@ -623,13 +694,25 @@ def worker(data: Path, repeat: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _child(args: list[str]) -> tuple[str, object]:
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BASELINE = "3d6db71"  # the last commit of the cut step matcher
+
+
+def _child(
+    args: list[str], *, cwd: Path = ROOT, pythonpath: Path | None = None
+) -> tuple[str, object]:
     """Run this module in a subprocess; its last stdout line and its own rusage from wait4
-    (``RUSAGE_CHILDREN`` would be the maximum over every child so far)."""
+    (``RUSAGE_CHILDREN`` would be the maximum over every child so far). With ``pythonpath``
+    that folder is searched first, ahead of the repository."""
     cmd = [sys.executable, "-m", "benchmarks.plan_matching_speed", *args]
-    root = Path(__file__).resolve().parent.parent
+    env = None
+    if pythonpath is not None:
+        rest = os.environ.get("PYTHONPATH")
+        env = os.environ | {
+            "PYTHONPATH": os.pathsep.join([str(pythonpath), str(ROOT), *([rest] if rest else [])])
+        }
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=err)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err)
         stdout = proc.stdout.read()
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -637,6 +720,26 @@ def _child(args: list[str]) -> tuple[str, object]:
             err.seek(0)
             raise RuntimeError(f"{args} failed ({proc.returncode}):\n{err.read().decode()[-3000:]}")
     return stdout.decode().strip().splitlines()[-1], usage
+
+
+def _export(commit: str, into: Path) -> str:
+    """Extract ``commit``'s ``pipelines`` package into ``into``; returns the full commit id."""
+    full = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{commit}^{{commit}}"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    into.mkdir(parents=True)
+    archive = subprocess.Popen(
+        ["git", "archive", full, "pipelines"], cwd=ROOT, stdout=subprocess.PIPE
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], stdin=archive.stdout, check=True)
+    archive.stdout.close()
+    if archive.wait() != 0:
+        raise RuntimeError(f"git archive {full} pipelines failed")
+    return full
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -659,6 +762,18 @@ def main(argv: list[str] | None = None) -> int:
         help="also match this many athletes, --batch-size at a time (0: don't)",
     )
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument(
+        "--baseline",
+        default=DEFAULT_BASELINE,
+        help="commit whose pipelines package is timed beside the current one",
+    )
+    parser.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_const",
+        const=None,
+        help="time the current code only",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
@@ -684,6 +799,13 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="plan_matching_speed_") as tmp:
+        versions = [("current", None)]
+        baseline_commit = None
+        if args.baseline:
+            exported = Path(tmp) / "baseline"
+            baseline_commit = _export(args.baseline, exported)
+            versions.append((baseline_commit[:7], exported))
+            print(f"baseline: pipelines of {baseline_commit} in {exported}", flush=True)
         line, _ = _child(
             [
                 "--generate",
@@ -717,20 +839,33 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(("batched", generated["batched"], Path(tmp) / "batched"))
         results = []
         for label, size, folder in runs:
-            run_started = time.perf_counter()
-            line, usage = _child(["--worker", str(folder), "--repeat", str(args.repeat)])
-            report = {"label": label, **size, **json.loads(line)}
-            report["peak_rss_mb"] = usage.ru_maxrss / 1024  # Linux: KiB
-            report["cpu_s"] = usage.ru_utime + usage.ru_stime
-            report["process_wall_s"] = time.perf_counter() - run_started
-            seconds = report["evaluate_s"]
-            report["sessions_per_s"] = size["planned_sessions"] / seconds
-            report["steps_per_s"] = size["planned_steps"] / seconds
-            report["samples_per_s"] = size["samples"] / seconds
-            results.append(report)
-            print(_row(report), flush=True)
+            # Each size's versions run one right after the other, so that both see about the
+            # same load from whoever else shares the machine.
+            for version, exported in versions:
+                run_started = time.perf_counter()
+                line, usage = _child(
+                    ["--worker", str(folder), "--repeat", str(args.repeat)],
+                    cwd=exported or ROOT,
+                    pythonpath=exported,
+                )
+                report = {"label": label, "version": version, **size, **json.loads(line)}
+                expected = ((exported or ROOT) / "pipelines").resolve()
+                if Path(report["pipelines"]) != expected:
+                    raise RuntimeError(
+                        f"{version} child imported {report['pipelines']}, not {expected}"
+                    )
+                report["peak_rss_mb"] = usage.ru_maxrss / 1024  # Linux: KiB
+                report["cpu_s"] = usage.ru_utime + usage.ru_stime
+                report["process_wall_s"] = time.perf_counter() - run_started
+                seconds = report["evaluate_s"]
+                report["sessions_per_s"] = size["planned_sessions"] / seconds
+                report["steps_per_s"] = size["planned_steps"] / seconds
+                report["samples_per_s"] = size["samples"] / seconds
+                results.append(report)
+                print(_row(report), flush=True)
+    comparison = _compare(results)
     print()
-    print(_table(results))
+    print(_table(results, comparison))
     print()
     for r in results:
         c = r["correctness"]
@@ -738,7 +873,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{e} {v['within_5s']:.1%} of {v['steps']:,}" for e, v in c["by_evidence"].items()
         )
         print(
-            f"{_label(r):>11}: structured steps within ±{TOLERANCE_S:.0f} s "
+            f"{_label(r):>11} {r['version']:>7}: structured steps within ±{TOLERANCE_S:.0f} s "
             f"{c['structured_steps_within_5s']:.1%} of {c['structured_steps_run']:,} "
             f"({c['structured_steps_within_5s_right_activity']:.1%} where the plan got the "
             f"activity that ran it; {evidence}); plans paired with their activity "
@@ -747,6 +882,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{c['plans_missed_but_paired']:,}; activities paired twice "
             f"{c['activities_paired_twice']}"
         )
+    detect_rows = [r for r in results if r["detect_phases_s"]]
+    if detect_rows:
+        print()
+        print("detect_steps by phase (seconds, one extra call; nested phases are in their caller)")
+        for r in detect_rows:
+            times = r["detect_phases_s"]
+            phases = ", ".join(f"{k} {times[k]:.2f}" for k in DETECT_PHASES if k in times)
+            print(f"{_label(r):>11} {r['version']:>7}: {phases}")
     payload = {
         "benchmark": "plan_matching_speed",
         "issue": "matching time for 1,000 athletes × one year of plans and activities",
@@ -755,6 +898,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "polars": _version("polars"),
+            "shared": "other work may run on the same cores: timings are noisy",
         },
         "parameters": {
             "athletes": sizes,
@@ -766,9 +910,11 @@ def main(argv: list[str] | None = None) -> int:
             "repeat": args.repeat,
             "seed": args.seed,
             "deviations": args.deviations,
+            "baseline": baseline_commit,
         },
         "generation": {k: v for k, v in generated.items() if k != "sizes"},
         "results": results,
+        "comparison": comparison,
         "total_wall_s": time.perf_counter() - started,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -783,10 +929,33 @@ def _version(package: str) -> str:
     return version(package)
 
 
+def _compare(results: list[dict]) -> dict[str, dict]:
+    """Per size with both versions: current / baseline of the seconds and the peak RSS, and
+    the share of structured steps within tolerance of each."""
+    out = {}
+    for label in dict.fromkeys(r["label"] for r in results):
+        rows = [r for r in results if r["label"] == label]
+        current = next((r for r in rows if r["version"] == "current"), None)
+        base = next((r for r in rows if r["version"] != "current"), None)
+        if current is None or base is None:
+            continue
+        out[label] = {
+            "athletes": current["athletes"],
+            "baseline": base["version"],
+            "current_s": current["evaluate_s"],
+            "baseline_s": base["evaluate_s"],
+            "seconds_ratio": current["evaluate_s"] / base["evaluate_s"],
+            "peak_rss_ratio": current["peak_rss_mb"] / base["peak_rss_mb"],
+            "current_within_5s": current["correctness"]["structured_steps_within_5s"],
+            "baseline_within_5s": base["correctness"]["structured_steps_within_5s"],
+        }
+    return out
+
+
 HEADER = (
-    f"{'athletes':>11} {'plans':>8} {'steps':>9} {'acts':>8} {'samples':>11} "
-    f"{'seconds':>8} {'sess/s':>8} {'steps/s':>9} {'Msmp/s':>7} {'peak MB':>8}  "
-    f"{'sessions':>8} {'laps':>6} {'detect':>6} {'metrics':>7}"
+    f"{'athletes':>11} {'version':>7} {'plans':>8} {'steps':>9} {'acts':>8} {'samples':>11} "
+    f"{'seconds':>8} {'ratio':>6} {'sess/s':>8} {'Msmp/s':>7} {'peak MB':>8}  "
+    f"{'sessions':>8} {'laps':>6} {'detect':>6} {'cut':>6} {'metrics':>7} {'±5 s':>6}"
 )
 
 
@@ -796,20 +965,28 @@ def _label(r: dict) -> str:
     return f"{n}/{r['batch']:,}" if r["label"] == "batched" else n
 
 
-def _row(r: dict) -> str:
+def _row(r: dict, ratio: float | None = None) -> str:
     p = r["phases_s"]
+    phase = lambda name: f"{p[name]:>6.2f}" if name in p else f"{'—':>6}"  # noqa: E731
     return (
-        f"{_label(r):>11} {r['planned_sessions']:>8,} {r['planned_steps']:>9,} "
-        f"{r['activities']:>8,} {r['samples']:>11,} {r['evaluate_s']:>8.2f} "
-        f"{r['sessions_per_s']:>8,.0f} {r['steps_per_s']:>9,.0f} "
-        f"{r['samples_per_s'] / 1e6:>7.2f} {r['peak_rss_mb']:>8,.0f}  "
-        f"{p['match_sessions']:>8.2f} {p['lap_evidence']:>6.2f} {p['detect']:>6.2f} "
-        f"{p['interval_metrics_and_rest']:>7.2f}"
+        f"{_label(r):>11} {r['version']:>7} {r['planned_sessions']:>8,} "
+        f"{r['planned_steps']:>9,} {r['activities']:>8,} {r['samples']:>11,} "
+        f"{r['evaluate_s']:>8.2f} {'' if ratio is None else f'{ratio:.2f}':>6} "
+        f"{r['sessions_per_s']:>8,.0f} {r['samples_per_s'] / 1e6:>7.2f} "
+        f"{r['peak_rss_mb']:>8,.0f}  {p['match_sessions']:>8.2f} {p['lap_evidence']:>6.2f} "
+        f"{phase('detect_steps')} {phase('_cut')} {p['interval_metrics_and_rest']:>7.2f} "
+        f"{r['correctness']['structured_steps_within_5s']:>6.1%}"
     )
 
 
-def _table(results: list[dict]) -> str:
-    return "\n".join([HEADER, *(_row(r) for r in results)])
+def _table(results: list[dict], comparison: dict[str, dict]) -> str:
+    """Both versions of every size; ``ratio`` (current / baseline seconds) on the current
+    row."""
+    rows = []
+    for r in results:
+        ratio = comparison.get(r["label"], {}).get("seconds_ratio")
+        rows.append(_row(r, ratio if r["version"] == "current" else None))
+    return "\n".join([HEADER, *rows])
 
 
 if __name__ == "__main__":
