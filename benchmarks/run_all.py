@@ -40,6 +40,10 @@ BENCHMARKS: dict[str, tuple[list[str], list[str], bool]] = {
         [],
         False,
     ),
+    "plan_detection_accuracy": (["--quick"], [], False),
+    "fuzz_fit": (["--inputs", "1000", "--fixtures-only"], ["--full"], False),
+    "fuzz_push": (["--inputs", "5000"], ["--inputs", "100000"], False),
+    "garmin_ingest_memory": (["--mb", "40", "--modes", "stream"], [], False),
 }
 
 
