@@ -493,3 +493,41 @@ def test_a_rest_stood_with_the_timer_stopped_is_timed_on_the_clock():
     # The timer stood still through most of each recovery; the clock did not.
     assert (recoveries["actual_duration_s"] < 0.5 * recoveries["planned_duration_s"]).any()
     assert recoveries["size_compliance_pct"].is_between(60, 140).all(), recoveries
+
+
+def test_manual_laps_that_do_not_fit_the_structure_fall_through_to_detection():
+    planned, steps = native(INTERVALS_YAML, "athlete")
+    plan = planned.head(1)
+    mine = steps.filter(pl.col("planned_session_id") == plan["planned_session_id"][0])
+    rng = np.random.default_rng(9950)
+    samples, _, truth = simulate_session(
+        mine, "a", datetime(2026, 3, 3, 7).timestamp(), rng, deviations=Deviations(human=True)
+    )
+    samples = clean_samples(samples.lazy()).collect()
+    sessions = _sessions_frame(samples, "athlete", date(2026, 3, 3))
+    t0, t1 = samples["t_s"].min(), samples["t_s"].max()
+
+    def manual(bounds: list[float]) -> pl.DataFrame:
+        at = np.interp(bounds, samples["t_s"].to_numpy(), samples["distance_m"].to_numpy())
+        return pl.DataFrame(
+            {
+                "session_id": "a",
+                "kind": "lap",
+                "interval_index": range(len(bounds) - 1),
+                "start_s": bounds[:-1],
+                "end_s": bounds[1:],
+                "lap_trigger": "manual",
+                "wkt_step_index": pl.Series([None] * (len(bounds) - 1), dtype=pl.Int64),
+                "distance_m": np.diff(at),
+                "device_distance_m": np.diff(at),
+            }
+        )
+
+    # As many laps as steps, pressed at the true boundaries: the structure.
+    true_bounds = [*truth.sort("step_index")["true_start_s"].to_list(), t1]
+    _, rows = evaluate_plans(plan, mine, sessions, samples, manual(true_bounds))
+    assert set(rows["evidence"]) == {"manual_laps"}
+    # As many laps as steps, pressed every few minutes regardless: not the structure.
+    even = np.linspace(t0, t1, mine.height + 1).tolist()
+    _, rows = evaluate_plans(plan, mine, sessions, samples, manual(even))
+    assert set(rows.filter(pl.col("kind") == "work")["evidence"]) == {"detected"}

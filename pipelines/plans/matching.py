@@ -9,8 +9,9 @@ Step matching uses the best evidence the activity has:
 1. ``wkt_step_index`` laps — the watch ran the workout: runs of laps with one step index, in
    order, are the steps;
 2. manual laps — as many laps as planned steps, not auto-laps (every 1 km/mile splits), and
-   fitting the structure (work laps near their planned size and faster than their
-   neighbours); laps that don't fit (the lap button pressed only sometimes) fall through;
+   fitting the structure: measured, their work laps must have the confidence of found steps
+   (size near plan, faster than their neighbours, near their target); laps that don't fit
+   (the lap button pressed only now and then) fall through to detection;
 3. ``detected`` — the planned steps aligned to where the signal changes (``detect.py``).
 All three give boundary instants; every metric then comes from the intervals module, and
 every step gets a confidence from what was measured (size against plan, level against its
@@ -190,57 +191,8 @@ def _lap_evidence(pairs: pl.DataFrame, steps: pl.DataFrame, laps: pl.DataFrame) 
             pl.lit("manual_laps").alias("evidence"),
         )
     )
-    manual = manual.join(_fitting_laps(manual, steps), on="session_id", how="semi")
     columns = ["planned_session_id", "session_id", "step_index", "start_s", "end_s", "evidence"]
     return pl.concat([runs.select(columns), manual.select(columns)])
-
-
-def _fitting_laps(manual: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
-    """Sessions whose manual laps fit the planned structure: at least 80 % of the work laps
-    within ±50 % of their planned size and faster than the non-work laps beside them."""
-    lap_time = pl.col("end_s") - pl.col("start_s")
-    if "timer_s" in manual.columns:
-        lap_time = pl.coalesce(pl.col("timer_s"), lap_time)
-    lap_distance = pl.coalesce(
-        *[pl.col(c) for c in ("device_distance_m", "distance_m") if c in manual.columns],
-        pl.lit(None, pl.Float64),
-    )
-    work = pl.col("kind") == "work"
-    size = (
-        pl.when(pl.col("duration_type") == "time")
-        .then((lap_time / pl.col("planned_duration_s")).log().abs())
-        .when(pl.col("duration_type") == "distance")
-        .then((pl.col("_distance") / pl.col("planned_distance_m")).log().abs())
-    )
-    easy_speed = pl.when(~work).then(pl.col("_speed"))
-    neighbours = pl.mean_horizontal(
-        easy_speed.shift(1).over("session_id"), easy_speed.shift(-1).over("session_id")
-    )
-    return (
-        manual.join(
-            steps.select(
-                "planned_session_id",
-                "step_index",
-                "kind",
-                "duration_type",
-                "planned_duration_s",
-                "planned_distance_m",
-            ),
-            on=["planned_session_id", "step_index"],
-        )
-        .sort("session_id", "step_index")
-        .with_columns(lap_distance.alias("_distance"), lap_time.alias("_time"))
-        .with_columns((pl.col("_distance") / pl.col("_time")).alias("_speed"))
-        .with_columns(
-            (
-                (size.fill_null(0.0) < 0.4) & (pl.col("_speed") > 1.03 * neighbours).fill_null(True)
-            ).alias("_fits")
-        )
-        .group_by("session_id")
-        .agg(pl.col("_fits").filter(work).mean().fill_null(1.0).alias("fit_share"))
-        .filter(pl.col("fit_share") >= 0.8)
-        .select("session_id")
-    )
 
 
 def match_steps(
@@ -258,7 +210,43 @@ def match_steps(
         from_laps.select("planned_session_id").unique(), on="planned_session_id", how="anti"
     )
     detected = detect_steps(remaining, steps, samples, laps, config.detect)
-    spans = pl.concat([from_laps, detected]).join(steps, on=["planned_session_id", "step_index"])
+    measured = _measure(pl.concat([from_laps, detected]), steps, samples, pairs, config)
+    # Manual laps count when they fit the structure (the lap button pressed at every step);
+    # pressed only now and then, their work laps are not the work: detection decides instead.
+    misfit = (
+        measured.filter(pl.col("evidence") == "manual_laps", pl.col("kind") == "work")
+        .group_by("planned_session_id")
+        .agg(pl.col("confidence").mean())
+        .filter(pl.col("confidence") < config.min_step_confidence)
+        .select("planned_session_id")
+    )
+    if misfit.height:
+        again = detect_steps(
+            pairs.join(misfit, on="planned_session_id", how="semi"),
+            steps,
+            samples,
+            laps,
+            config.detect,
+        )
+        measured = pl.concat(
+            [
+                measured.join(misfit, on="planned_session_id", how="anti"),
+                _measure(again, steps, samples, pairs, config),
+            ]
+        )
+    return measured
+
+
+def _measure(
+    spans: pl.DataFrame,
+    steps: pl.DataFrame,
+    samples: pl.DataFrame,
+    pairs: pl.DataFrame,
+    config: MatchConfig,
+) -> pl.DataFrame:
+    """Every span measured by the intervals module at its exact boundaries, with the step's
+    confidence."""
+    spans = spans.join(steps, on=["planned_session_id", "step_index"])
     tol = config.single_target_tolerance
     single = pl.col("target_low") == pl.col("target_high")
     targets = spans.with_columns(
@@ -296,6 +284,7 @@ def match_steps(
         "planned_session_id",
         "session_id",
         "step_index",
+        "kind",
         "evidence",
         "confidence",
         "start_s",
@@ -507,7 +496,7 @@ def evaluate_plans(
     )
     rows = (
         steps.join(
-            done.drop("target_low", "target_high"),
+            done.drop("target_low", "target_high", "kind"),
             on=["planned_session_id", "step_index"],
             how="left",
         )
