@@ -41,9 +41,10 @@ COMMENT ON TABLE planned_sessions IS 'Planned sessions of every plan (native YAM
 COMMENT ON TABLE planned_steps IS 'Planned steps, repeats unrolled; targets as speed (m/s) or heart-rate (bpm) ranges';
 COMMENT ON TABLE plan_matches IS 'Per planned session: matched activity (null = missed), status, compliance, grade';
 COMMENT ON COLUMN plan_matches.status IS 'completed | partial | unstructured (ran, but not the planned workout) | missed';
-COMMENT ON COLUMN plan_matches.grade IS 'green (80-120 %, every work step found and on target) | yellow (50-79 or 121-150 %) | red | grey (missed)';
+COMMENT ON COLUMN plan_matches.grade IS 'green (80-120 %, every work step found, on target and run to size) | yellow (50-79 or 121-150 %) | red | grey (missed)';
 COMMENT ON COLUMN plan_matches.work_steps_found IS 'work steps matched with confidence >= 0.5';
 COMMENT ON COLUMN plan_matches.work_steps_off_target IS 'work steps whose average missed the target with under half the time in it';
+COMMENT ON COLUMN plan_matches.work_steps_short IS 'work steps run to under 80 % of their planned size';
 COMMENT ON TABLE plan_interval_matches IS 'Per planned step: where it was run, evidence used, planned vs actual, compliance';
 COMMENT ON COLUMN plan_interval_matches.evidence IS 'wkt_step_index | manual_laps | detected | none';
 COMMENT ON COLUMN plan_interval_matches.confidence IS '0-1: size against plan, times for work steps the contrast with their neighbours';

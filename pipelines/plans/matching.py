@@ -624,6 +624,11 @@ def evaluate_plans(
             .sum()
             .cast(pl.Int64)
             .alias("work_steps_off_target"),
+            # Work steps run short of their planned size by more than green allows.
+            (is_work & (pl.col("size_compliance_pct") < config.green[0]))
+            .sum()
+            .cast(pl.Int64)
+            .alias("work_steps_short"),
         )
     )
     matched = pl.col("session_id").is_not_null()
@@ -631,9 +636,11 @@ def evaluate_plans(
         unstructured["planned_session_id"].implode()
     )
     base_grade = grade(pl.col("compliance_pct").fill_null(100.0), matched, config)
-    # Green means the workout was run: every work step found and none off its target.
-    work_shortfall = (pl.col("work_steps_found") < pl.col("work_steps_planned")) | (
-        pl.col("work_steps_off_target") > 0
+    # Green means the workout was run: every work step found, none off target, none cut short.
+    work_shortfall = (
+        (pl.col("work_steps_found") < pl.col("work_steps_planned"))
+        | (pl.col("work_steps_off_target") > 0)
+        | (pl.col("work_steps_short") > 0)
     )
     plan_matches = (
         planned_sessions.join(pairs, on="planned_session_id", how="left")
@@ -681,6 +688,7 @@ def evaluate_plans(
             "work_steps_planned",
             "work_steps_found",
             "work_steps_off_target",
+            "work_steps_short",
             "evidence",
             "planned_duration_s",
             "planned_distance_m",
