@@ -190,7 +190,7 @@ def _plan_shares(pairs: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _weighted_quantile(stream: pl.DataFrame, q: str) -> pl.Expr:
+def _weighted_quantile(q: str) -> pl.Expr:
     """Per session, the time-weighted quantile ``q`` (a column) of the moving signal."""
     return pl.col("v").filter(pl.col("_frac") >= pl.col(q)).first()
 
@@ -213,9 +213,9 @@ def _prepare(
         )
         .group_by("_rank")
         .agg(
-            _weighted_quantile(stream, "half").alias("ref"),
-            _weighted_quantile(stream, "fast_q").alias("fast"),
-            _weighted_quantile(stream, "easy_q").alias("easy"),
+            _weighted_quantile("half").alias("ref"),
+            _weighted_quantile("fast_q").alias("fast"),
+            _weighted_quantile("easy_q").alias("easy"),
         )
     )
     levels = (
@@ -278,7 +278,6 @@ def _q1_at(s: _Stream, rank: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def _change_points(s: _Stream, config: DetectConfig) -> tuple[np.ndarray, np.ndarray]:
     """(rows, strength) of the samples where the signal's level changes most, one per change."""
-    n = len(s.t)
     rank = np.repeat(np.arange(len(s.first)), s.last - s.first + 1)
     w = config.window_s
     t0, t1 = s.t[s.first[rank]], s.t[s.last[rank]]
@@ -310,7 +309,6 @@ def _change_points(s: _Stream, config: DetectConfig) -> tuple[np.ndarray, np.nda
         if not drop.any():
             break
         rows, strength = rows[~drop], strength[~drop]
-    assert n == len(rank)
     return rows, strength
 
 
