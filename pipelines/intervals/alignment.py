@@ -52,6 +52,15 @@ SAMPLE_COLUMNS = ("session_id", "t_s", *CUMULATIVE, *HELD)
 
 TARGET_COLUMNS = ("target_type", "target_low", "target_high")
 
+# Candidate lag of the device's lap totals behind its record stream (s): many devices close a
+# lap with the odometer of the reading before the trigger, so their lap distance is the
+# records' distance read this much before each boundary.
+RECORD_LAG_S = 1.0
+# The lag is used when it at least halves the session's total lap distance error against the
+# device's own lap distances, over at least this many laps.
+RECORD_LAG_MIN_LAPS = 2
+RECORD_LAG_GAIN = 0.5
+
 # A distance drop larger than this is a device reset, not GPS noise.
 RESET_TOLERANCE_M = 1.0
 # Width of the speed ramp between two samples, as a share of the widest that fits
@@ -480,7 +489,9 @@ def interval_metrics(
     computed per interval; a pause is counted where a run of paused segments starts. Nothing
     is sorted when the samples already are (checked in one pass). Runs at ``collect`` time.
     """
-    has_targets = set(TARGET_COLUMNS) <= set(intervals.collect_schema().names())
+    names = set(intervals.collect_schema().names())
+    has_targets = set(TARGET_COLUMNS) <= names
+    has_device = "device_distance_m" in names
     spans = intervals.select(
         "session_id",
         "kind",
@@ -488,6 +499,7 @@ def interval_metrics(
         pl.col("start_s").cast(pl.Float64),
         pl.col("end_s").cast(pl.Float64),
         *([pl.col(c) for c in TARGET_COLUMNS] if has_targets else []),
+        *([pl.col("device_distance_m").cast(pl.Float64)] if has_device else []),
     )
     rows = _ensure_columns(samples).select(SAMPLE_COLUMNS)
     span_schema = spans.collect_schema()
@@ -508,7 +520,7 @@ def interval_metrics(
 
     def run() -> pl.DataFrame:
         sample_df, span_df = pl.collect_all([rows, spans])
-        return _measure(sample_df, span_df, gap_threshold_s, has_targets)
+        return _measure(sample_df, span_df, gap_threshold_s, has_targets, has_device)
 
     return pl.defer(run, schema=schema)
 
@@ -631,7 +643,11 @@ def _blockwise(samples: pl.DataFrame, starts, lo, compute) -> dict[str, np.ndarr
 
 
 def _measure(
-    samples: pl.DataFrame, spans: pl.DataFrame, gap_threshold_s: float, has_targets: bool
+    samples: pl.DataFrame,
+    spans: pl.DataFrame,
+    gap_threshold_s: float,
+    has_targets: bool,
+    has_device: bool = False,
 ) -> pl.DataFrame:
     """:func:`interval_metrics` on collected frames (``samples`` with SAMPLE_COLUMNS)."""
     samples, starts, lo, hi = _sessions(samples, spans["session_id"])
@@ -661,6 +677,10 @@ def _measure(
     results = _blockwise(samples, starts, lo, block)
     at_a = {c: results[f"start_{c}"] for c in CUMULATIVE}
     at_b = {c: results[f"end_{c}"] for c in CUMULATIVE}
+    if has_device and len(a):
+        at_a["distance_m"], at_b["distance_m"] = _lagged_distance(
+            samples, starts, lo, hi, spans, at_a["distance_m"], at_b["distance_m"]
+        )
     flags = ("start_interpolated", "end_interpolated", "start_out_of_range", "end_out_of_range")
     stats = {
         k: v for k, v in results.items() if k not in flags and not k.startswith(("start_", "end_"))
@@ -704,6 +724,49 @@ def _measure(
         .select(INTERVAL_COLUMNS + (["time_in_target_s"] if has_targets else []))
         .sort("session_id", "kind", "interval_index")
     )
+
+
+def _distance_at(samples: pl.DataFrame, starts, lo, hi, x: np.ndarray) -> np.ndarray:
+    """Interpolated distance at instants ``x`` (one per query of ``lo``/``hi``)."""
+
+    def block(frame, t, _starts, chosen, r0):
+        cols = A.Columns(frame, (*CUMULATIVE, *HELD))
+        loc, requests = _locate(t, cols, x[chosen], lo[chosen] - r0, hi[chosen] - r0)
+        return {"d": _interpolate(x[chosen], loc, cols.lookup(requests))["distance_m"]}
+
+    return _blockwise(samples, starts, lo, block)["d"]
+
+
+def _lagged_distance(samples, starts, lo, hi, spans, d_a, d_b):
+    """Boundary distances with each session's lap-total lag applied: a session whose records
+    reproduce the device's own interval distances (``device_distance_m``) clearly better when
+    read ``RECORD_LAG_S`` before each boundary (the device closed its laps with the previous
+    reading) takes its distances there, for all its intervals. Decided per session over its
+    intervals with a device distance and both boundaries inside the samples (at least
+    RECORD_LAG_MIN_LAPS, the total error at most RECORD_LAG_GAIN of the unlagged); other
+    sessions keep the distances at the boundaries."""
+    a = spans["start_s"].to_numpy()
+    b = spans["end_s"].to_numpy()
+    device = spans["device_distance_m"].fill_null(np.nan).to_numpy()
+    both = np.concatenate([lo, lo]), np.concatenate([hi, hi])
+    lagged = _distance_at(samples, starts, *both, np.concatenate([a, b]) - RECORD_LAG_S)
+    m = len(a)
+    l_a, l_b = lagged[:m], lagged[m:]
+    t = samples["t_s"].to_numpy()
+    first = A.gather(t, lo, hi > lo)
+    last = A.gather(t, hi - 1, hi > lo)
+    with np.errstate(invalid="ignore"):
+        inside = (a >= first) & (b <= last) & (device > 0)
+        now = np.abs(d_b - d_a - device)
+        then = np.abs(l_b - l_a - device)
+    usable = inside & np.isfinite(now) & np.isfinite(then)
+    _, session = np.unique(spans["session_id"].cast(pl.String).to_numpy(), return_inverse=True)
+    count = np.bincount(session, weights=usable)
+    error_now = np.bincount(session, weights=np.where(usable, now, 0.0))
+    error_then = np.bincount(session, weights=np.where(usable, then, 0.0))
+    lag = (count >= RECORD_LAG_MIN_LAPS) & (error_then <= RECORD_LAG_GAIN * error_now)
+    lag = lag[session] & np.isfinite(l_a) & np.isfinite(l_b)
+    return np.where(lag, l_a, d_a), np.where(lag, l_b, d_b)
 
 
 def _block(t, cols: A.Columns, starts, a, b, lo, hi, gap_threshold_s, targets) -> dict:
