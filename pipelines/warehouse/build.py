@@ -134,10 +134,21 @@ def _bound(query: str, params: dict[str, list[str]]) -> dict[str, list[str]]:
     return {name: params[name] for name in set(_PARAM.findall(query))}
 
 
+# DuckDB's own memory for a build or an update; beyond it, joins, sorts and aggregates spill
+# to a temporary folder beside the warehouse (its default is most of the machine's memory).
+DUCKDB_MEMORY_LIMIT = "2GB"
+# Gold is exported this many days at a time, so a table's rows are never all in memory.
+GOLD_EXPORT_DAYS = 31
+
+
 def _connect(path: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(path))
     # Dates of UTC instants (partitions, gold days) must not depend on the machine's zone.
     con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+    # Named like every temporary file of an interrupted writer: the next run removes it.
+    spill = path.with_name(f".{path.name.lstrip('.')}.{uuid.uuid4().hex}.tmp")
+    con.execute("SET temp_directory = ?", [str(spill)])
     return con
 
 
@@ -360,7 +371,7 @@ def _gold_frame(con: duckdb.DuckDBPyConnection, table: str, days: list[str] | No
             start = date.fromisoformat(day)
             params[f"lo{n}"] = f"{start} 00:00:00+00"
             params[f"hi{n}"] = f"{start + timedelta(days=1)} 00:00:00+00"
-        where = "WHERE " + " OR ".join(ranges)
+        where = "WHERE " + (" OR ".join(ranges) or "FALSE")
     sql = f'SELECT *, {_gold_day_expr(table)} AS _gold_day FROM "{table}" {where}'
     frame = pl.from_arrow(con.sql(sql, params=params).to_arrow_table())
     sort_by = [c for c in ("user_id", GOLD_DAY_COLUMN[table]) if c in frame.columns]
@@ -381,11 +392,14 @@ def export_gold(con: duckdb.DuckDBPyConnection, layout: LakeLayout, table: str) 
 
     def fill(staging: Path) -> None:
         if table in GOLD_DAY_COLUMN:
-            frame = _gold_frame(con, table, None)
-            if frame.height:
+            days = sorted(_gold_days(con, table, "TRUE"))
+            if not days:
+                _gold_frame(con, table, []).drop("_gold_day").write_parquet(
+                    staging / "part-0.parquet"
+                )
+            for start in range(0, len(days), GOLD_EXPORT_DAYS):
+                frame = _gold_frame(con, table, days[start : start + GOLD_EXPORT_DAYS])
                 _write_days(frame, layout, table, staging)
-            else:
-                frame.drop("_gold_day").write_parquet(staging / "part-0.parquet")
         else:
             frame = pl.from_arrow(con.sql(f'SELECT * FROM "{table}"').to_arrow_table())
             frame.write_parquet(staging / "part-0.parquet")
