@@ -27,9 +27,11 @@ from pipelines.lake.partitions import (
     plan_refresh,
     rebuild_chunks,
     record_changes,
+    replace_partition,
     replace_partitions,
     scan_silver,
     write_index,
+    write_schema,
 )
 
 LIFECYCLE_TABLES = ("garmin_permission_changes", "garmin_deregistrations")
@@ -60,16 +62,22 @@ def newest_versions(frame: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+# What ties a child row to its summary version: a series row to any summary, a sleep level to
+# a sleep.
+SERIES_KEYS = ["user_id", "summary_type", "summary_id", "source_sha256"]
+SLEEP_KEYS = ["user_id", "summary_id", "source_sha256"]
+
+
 def series_of(versions: pl.LazyFrame, series: pl.LazyFrame) -> pl.LazyFrame:
     """Time-series rows belonging to the chosen versions only."""
-    keys = ["user_id", "summary_type", "summary_id", "source_sha256"]
-    return series.join(versions.select(keys).unique(), on=keys, how="semi")
+    return series.join(versions.select(SERIES_KEYS).unique(), on=SERIES_KEYS, how="semi")
 
 
-def build_silver_wellness(
+def build_summaries(
     bronze: Callable[[str], pl.LazyFrame], changes: pl.LazyFrame
 ) -> tuple[dict[str, pl.DataFrame], dict[str, int]]:
-    """Newest permitted version of every wellness summary, plus their series and sleep levels.
+    """Newest permitted version of every wellness summary (their series and sleep levels
+    are read apart, see ``children_of``).
 
     Returns (tables by silver name, rows dropped per table by permission changes)."""
     tables: dict[str, pl.LazyFrame] = {}
@@ -81,27 +89,31 @@ def build_silver_wellness(
         dropped[table] = pl.concat(
             [versions.select(pl.len().cast(pl.Int64)), permitted.select(-pl.len().cast(pl.Int64))]
         ).sum()
-    chosen = pl.concat(
-        [
-            frame.select("user_id", "summary_type", "summary_id", "source_sha256")
-            for frame in tables.values()
-        ]
-    )
-    tables["garmin_timeseries"] = series_of(chosen, bronze("garmin_timeseries"))
-    tables["garmin_sleep_levels"] = bronze("garmin_sleep_levels").join(
-        tables["garmin_sleeps"].select("user_id", "summary_id", "source_sha256"),
-        on=["user_id", "summary_id", "source_sha256"],
-        how="semi",
-    )
-    names = list(tables) + [f"dropped:{t}" for t in dropped]
     collected = pl.collect_all([*tables.values(), *dropped.values()])
-    frames = dict(zip(names, collected, strict=True))
+    frames = dict(zip(tables, collected[: len(tables)], strict=True))
     counts = {
-        name.removeprefix("dropped:"): int(frame.item())
-        for name, frame in frames.items()
-        if name.startswith("dropped:")
+        table: int(frame.item())
+        for table, frame in zip(dropped, collected[len(tables) :], strict=True)
     }
-    return {n: f for n, f in frames.items() if not n.startswith("dropped:")}, counts
+    return frames, counts
+
+
+def build_silver_wellness(
+    bronze: Callable[[str], pl.LazyFrame], changes: pl.LazyFrame
+) -> tuple[dict[str, pl.DataFrame], dict[str, int]]:
+    """Newest permitted version of every wellness summary, plus their series and sleep levels,
+    all in memory (the incremental refresh writes the children day by day instead).
+
+    Returns (tables by silver name, rows dropped per table by permission changes)."""
+    tables, counts = build_summaries(bronze, changes)
+    chosen = pl.concat([frame.select(SERIES_KEYS) for frame in tables.values()])
+    tables["garmin_timeseries"] = series_of(chosen.lazy(), bronze("garmin_timeseries")).collect()
+    tables["garmin_sleep_levels"] = (
+        bronze("garmin_sleep_levels")
+        .join(tables["garmin_sleeps"].select(SLEEP_KEYS).lazy(), on=SLEEP_KEYS, how="semi")
+        .collect()
+    )
+    return tables, counts
 
 
 # --- incremental silver ---------------------------------------------------------------------
@@ -142,26 +154,42 @@ def part_days(read: Callable[[str], pl.LazyFrame]) -> pl.DataFrame:
     return pl.concat(frames).unique().collect()
 
 
-def with_days(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
-    """Each silver frame with its partition day (children: their summary's)."""
-    out = {
-        table: frame.with_columns(partition_day(pl.col("start_time_utc")).alias(DAY))
+def dated_summaries(
+    tables: dict[str, pl.DataFrame], days: Iterable[date]
+) -> dict[str, pl.DataFrame]:
+    """Each summary table's rows dated on ``days``, with their partition day."""
+    days = list(days)
+    return {
+        table: frame.with_columns(partition_day(pl.col("start_time_utc")).alias(DAY)).filter(
+            pl.col(DAY).is_in(days)
+        )
         for table, frame in tables.items()
-        if table in WELLNESS_TABLES
     }
-    keys = ["user_id", "summary_type", "summary_id", "source_sha256"]
-    parents = pl.concat([frame.select(*keys, DAY) for frame in out.values()]).unique(keys)
-    out["garmin_timeseries"] = tables["garmin_timeseries"].join(
-        parents, on=keys, how="inner", nulls_equal=True
+
+
+def child_parents(dated: dict[str, pl.DataFrame]) -> dict[str, tuple[list[str], pl.DataFrame]]:
+    """Per child table, the keys tying a row to its summary version and those versions' keys
+    with their day. A row with a null key belongs to no version."""
+    series = pl.concat([frame.select(*SERIES_KEYS, DAY) for frame in dated.values()])
+    sleeps = dated["garmin_sleeps"].select(*SLEEP_KEYS, DAY)
+    return {
+        "garmin_timeseries": (SERIES_KEYS, series.drop_nulls(SERIES_KEYS).unique(SERIES_KEYS)),
+        "garmin_sleep_levels": (SLEEP_KEYS, sleeps.drop_nulls(SLEEP_KEYS).unique(SLEEP_KEYS)),
+    }
+
+
+def children_of(
+    read: Callable[[list[str]], pl.LazyFrame], parents: pl.DataFrame, keys: list[str]
+) -> pl.LazyFrame:
+    """The child rows of ``parents`` (summary versions), lazily: only the parts they came from
+    are read, the summary ids narrow the scan (row groups of other summaries are skipped by
+    their statistics) before the rows are matched on every key."""
+    ids = parents.get_column("summary_id").unique()
+    return (
+        read(parents.get_column("source_sha256").unique().to_list())
+        .filter(pl.col("summary_id").is_in(ids.implode()))
+        .join(parents.select(keys).lazy(), on=keys, how="semi")
     )
-    sleeps = out["garmin_sleeps"].select("user_id", "summary_id", "source_sha256", DAY)
-    out["garmin_sleep_levels"] = tables["garmin_sleep_levels"].join(
-        sleeps.unique(["user_id", "summary_id", "source_sha256"]),
-        on=["user_id", "summary_id", "source_sha256"],
-        how="inner",
-        nulls_equal=True,
-    )
-    return out
 
 
 def summary_keys(frames: Iterable[pl.DataFrame]) -> list[str]:
@@ -196,16 +224,23 @@ def refresh_silver_wellness(
             for t in WELLNESS_TABLES
             if partition_files(layout, t, chunk)
         ]
-        tables, dropped = build_silver_wellness(
+        summaries, dropped = build_summaries(
             lambda table, parts=parts: bronze(layout, table, parts), changes_log
         )
-        dated = with_days(tables)
+        dated = dated_summaries(summaries, chunk)
         for table, frame in dated.items():
-            frame = frame.filter(pl.col(DAY).is_in(list(chunk)))
             replace_partitions(layout, table, frame, chunk)
             report.rows[table] = report.rows.get(table, 0) + frame.height
-            if table in WELLNESS_TABLES:
-                old.append(frame.select("user_id", "summary_type", "summary_id"))
+            old.append(frame.select("user_id", "summary_type", "summary_id"))
+        # The children (millions of series rows for a large body) are streamed from bronze
+        # into each day's partition: only one day's summary keys are held.
+        for table, (keys, parents) in child_parents(dated).items():
+            write_schema(layout, table, bronze(layout, table, ()).collect_schema())
+            for day in sorted(chunk):
+                of_day = parents.filter(pl.col(DAY) == day)
+                rows = children_of(lambda h, t=table: bronze(layout, t, h), of_day, keys)
+                written = replace_partition(layout, table, day, rows)
+                report.rows[table] = report.rows.get(table, 0) + written
         for table, n in dropped.items():
             report.dropped[table] = report.dropped.get(table, 0) + n
         changes.add("day", chunk)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -117,6 +119,33 @@ def replace_partitions(
             path.unlink(missing_ok=True)
         else:
             write_parquet_atomic(part, path)
+
+
+def write_schema(layout: LakeLayout, table: str, schema: pl.Schema) -> None:
+    """The table's empty schema file (``_day`` is not stored), as ``replace_partitions``
+    writes it."""
+    empty = pl.DataFrame(schema=schema)
+    write_parquet_atomic(empty.drop(DAY, strict=False), layout.silver_dir(table) / EMPTY_FILE)
+
+
+def replace_partition(layout: LakeLayout, table: str, day: date, frame: pl.LazyFrame) -> int:
+    """Make the partition of ``day`` hold exactly the rows of ``frame`` (without ``_day``),
+    streamed into the file rather than collected; no rows remove it. Returns the row count.
+    The file is replaced atomically."""
+    path = partition_file(layout, table, day)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        frame.sink_parquet(tmp)
+        # The footer holds the row count: nothing is read back.
+        rows = pl.scan_parquet(tmp).select(pl.len()).collect().item()
+        if rows:
+            os.replace(tmp, path)
+        else:
+            path.unlink(missing_ok=True)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows
 
 
 # --- index of bronze parts by day ---------------------------------------------------------
