@@ -137,8 +137,9 @@ def _bound(query: str, params: dict[str, list[str]]) -> dict[str, list[str]]:
 # DuckDB's own memory for a build or an update; beyond it, joins, sorts and aggregates spill
 # to a temporary folder beside the warehouse (its default is most of the machine's memory).
 DUCKDB_MEMORY_LIMIT = "2GB"
-# Gold is exported this many days at a time, so a table's rows are never all in memory.
-GOLD_EXPORT_DAYS = 31
+# Gold is exported a few days at a time, at most this many rows (a day larger than that goes
+# alone), so a table's rows are never all in memory.
+GOLD_EXPORT_ROWS = 1_000_000
 
 
 def _connect(path: Path) -> duckdb.DuckDBPyConnection:
@@ -348,6 +349,20 @@ def _gold_days(con: duckdb.DuckDBPyConnection, table: str, where: str) -> set[st
     return {row[0] for row in con.execute(sql).fetchall()}
 
 
+def _gold_day_chunks(con: duckdb.DuckDBPyConnection, table: str) -> list[list[str]]:
+    """The table's gold days in order, grouped into runs of at most GOLD_EXPORT_ROWS rows."""
+    sql = f'SELECT {_gold_day_expr(table)} AS d, count(*) FROM "{table}" GROUP BY d ORDER BY d'
+    chunks: list[list[str]] = []
+    rows = GOLD_EXPORT_ROWS
+    for day, n in con.execute(sql).fetchall():
+        if rows + n > GOLD_EXPORT_ROWS:
+            chunks.append([])
+            rows = 0
+        chunks[-1].append(day)
+        rows += n
+    return chunks
+
+
 def gold_file(layout: LakeLayout, table: str, day: str) -> Path:
     month = day[:7] if day != UNKNOWN else UNKNOWN
     return layout.gold_dir(table) / f"month={month}" / f"{day}.parquet"
@@ -392,14 +407,13 @@ def export_gold(con: duckdb.DuckDBPyConnection, layout: LakeLayout, table: str) 
 
     def fill(staging: Path) -> None:
         if table in GOLD_DAY_COLUMN:
-            days = sorted(_gold_days(con, table, "TRUE"))
-            if not days:
+            chunks = _gold_day_chunks(con, table)
+            if not chunks:
                 _gold_frame(con, table, []).drop("_gold_day").write_parquet(
                     staging / "part-0.parquet"
                 )
-            for start in range(0, len(days), GOLD_EXPORT_DAYS):
-                frame = _gold_frame(con, table, days[start : start + GOLD_EXPORT_DAYS])
-                _write_days(frame, layout, table, staging)
+            for days in chunks:
+                _write_days(_gold_frame(con, table, days), layout, table, staging)
         else:
             frame = pl.from_arrow(con.sql(f'SELECT * FROM "{table}"').to_arrow_table())
             frame.write_parquet(staging / "part-0.parquet")
