@@ -538,43 +538,65 @@ def _align_batch(
 
     e = between(at_t)
     q1, q2 = between(at_q1), between(at_q2)
-    timer, dist = between(at_timer), between(at_dist)
     upper = (
         np.triu(np.ones((n_pad, n_pad), dtype=bool), 1)[None]
         & valid[:, :, None]
         & valid[:, None, :]
     )
-    own_var = np.where(e > 0, q2 - q1 * q1 / np.maximum(e, 1e-9), 0.0)
-    under = config.under_weight
-    easy_under = under * between(one_sided["easy_under"])
-    easy_fit = between(one_sided["easy_over"]) + easy_under
-    warmup_fit = config.warmup_over_weight * between(one_sided["easy_over"]) + easy_under
-    rest_fit = between(one_sided["rest_over"]) + under * between(one_sided["rest_under"])
     inf = np.inf
+    # Everything that does not depend on the step is computed once per batch: the fits of
+    # the modes without a level of their own, the log sizes, the stretches that may not be.
+    under = config.under_weight
+    easy_over, easy_under = (
+        between(one_sided["easy_over"]),
+        under * between(one_sided["easy_under"]),
+    )
+    fixed_fit = {
+        1: easy_over + easy_under,
+        2: between(one_sided["rest_over"]) + under * between(one_sided["rest_under"]),
+        3: np.where(e > 0, q2 - q1 * q1 / np.maximum(e, 1e-9), 0.0),
+        4: config.warmup_over_weight * easy_over + easy_under,
+    }
+    del easy_over, easy_under
+
+    def log_size(a: np.ndarray) -> np.ndarray:
+        return np.log(np.maximum(a, 0.0) + 10.0)
+
+    log_sizes = {
+        "timer": log_size(between(at_timer)),
+        "clock": log_size(e),
+        "dist": log_size(between(at_dist)),
+    }
+    forbidden = np.where(upper, 0.0, inf)
+    del upper
     # Before the first step: the stretch from the first sample (lead-in).
     cost = config.outside_per_s * at_t
     cost = np.where(valid, cost, inf)
     back = np.zeros((b, k_pad, n_pad), dtype=np.int32)
     idx = np.arange(n_pad)
+    stretch = np.empty_like(e)
     for k in range(k_pad):
-        level_k = lv[:, k][:, None, None]
-        mode_k = md[:, k][:, None, None]
-        fit = np.where(
-            mode_k == 0,
-            q2 - 2 * level_k * q1 + level_k**2 * e,
-            np.select(
-                [mode_k == 1, mode_k == 2, mode_k == 4], [easy_fit, rest_fit, warmup_fit], own_var
-            ),
-        )
-        kind_k = sk[:, k][:, None, None]
-        clock_k = ck[:, k][:, None, None] > 0
-        actual = np.where(kind_k == 1, np.where(clock_k, e, timer), dist)
-        plan_k = planned[:, k][:, None, None]
-        ratio = np.log((np.maximum(actual, 0.0) + 10.0) / (plan_k + 10.0))
-        size = np.where(
-            kind_k > 0, wt[:, k][:, None, None] * tsec[:, k][:, None, None] * ratio**2, 0.0
-        )
-        stretch = np.where(upper, fit + size, inf)
+        # Each pair's stretch costs, filled pair group by pair group (one mode and one size
+        # kind each): only the arrays a pair needs are touched.
+        stretch[:] = 0.0
+        for mode in np.unique(md[:, k]).astype(int):
+            pick = md[:, k] == mode
+            if mode == 0:
+                level = lv[pick, k][:, None, None]
+                stretch[pick] = q2[pick] - 2 * level * q1[pick] + level * level * e[pick]
+            else:
+                stretch[pick] = fixed_fit[mode][pick]
+        clock = ck[:, k] > 0
+        for name, pick in (
+            ("timer", (sk[:, k] == 1) & ~clock),
+            ("clock", (sk[:, k] == 1) & clock),
+            ("dist", sk[:, k] == 2),
+        ):
+            if not pick.any():
+                continue
+            ratio = log_sizes[name][pick] - np.log(planned[pick, k] + 10.0)[:, None, None]
+            stretch[pick] += (wt[pick, k] * tsec[pick, k])[:, None, None] * ratio * ratio
+        stretch += forbidden
         total = cost[:, :, None] + stretch  # (b, i, j)
         best_i = np.argmin(total, axis=1)
         best = np.take_along_axis(total, best_i[:, None, :], axis=1)[:, 0, :]
