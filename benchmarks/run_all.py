@@ -44,6 +44,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str], bool]] = {
     "fuzz_fit": (["--inputs", "1000", "--fixtures-only"], ["--full"], False),
     "fuzz_push": (["--inputs", "5000"], ["--inputs", "100000"], False),
     "garmin_ingest_memory": (["--mb", "40", "--modes", "stream"], [], False),
+    "hostile_inputs": (["--quick"], [], False),
 }
 
 
