@@ -50,6 +50,8 @@ COMMENT ON COLUMN plan_interval_matches.evidence IS 'wkt_step_index | manual_lap
 COMMENT ON COLUMN plan_interval_matches.confidence IS '0-1: size against plan, times for work steps the contrast with their neighbours';
 COMMENT ON COLUMN plan_interval_matches.deviation_s IS 'start minus the start had the plan been run to the second from the first sample';
 COMMENT ON TABLE quarantine IS 'Inputs (or items in them) that could not be ingested, with the reason';
+COMMENT ON COLUMN quarantine.stage IS 'ledger (refused unread: link, FIFO, too large, bad folder) | garmin_push | garmin_ping | fit | plans';
+COMMENT ON COLUMN quarantine.reason IS 'why; an exception the input triggered reads unexpected <Type>: <message>; wearhouse quarantine retry releases it after a fix';
 COMMENT ON VIEW weekly_volume IS 'Sessions, distance and time per user, sport and local week';
 COMMENT ON VIEW training_load IS 'Daily TRIMP per user with 7-day (acute) and 42-day (chronic) averages';
 COMMENT ON VIEW weekly_compliance IS 'Planned, completed, partial, missed and grades per user and week';
