@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from pipelines.intervals import grouped
 from pipelines.intervals.grouped import int_key
 
 SPAN_SCHEMA: dict[str, pl.DataType] = {
@@ -91,17 +92,22 @@ def _stream(pairs: pl.DataFrame, samples: pl.DataFrame, config: DetectConfig) ->
         samples.filter(pl.col("session_id").is_in(ids))
         .with_columns(int_key("session_id").alias("_code"))
         .sort("_code", "t_s")
+        # Sorted by session: window operations compare neighbours (grouped.*), no hashing.
         .with_columns(
-            pl.col("timer_s").forward_fill().over("_code"),
-            pl.col("distance_m").forward_fill().over("_code").fill_null(0.0),
+            grouped.ffill(pl.col("timer_s"), "_code"),
+            grouped.ffill(pl.col("distance_m"), "_code").fill_null(0.0),
+            pl.when(grouped.first_of_group("_code"))
+            .then(pl.col("t_s"))
+            .forward_fill()
+            .alias("_t0"),
         )
         .with_columns(
-            pl.col("timer_s").fill_null(pl.col("t_s") - pl.col("t_s").min().over("_code")),
-            (pl.col("t_s").shift(-1).over("_code") - pl.col("t_s")).fill_null(0.0).alias("dt"),
+            pl.col("timer_s").fill_null(pl.col("t_s") - pl.col("_t0")),
+            (grouped.next_(pl.col("t_s"), "_code") - pl.col("t_s")).fill_null(0.0).alias("dt"),
         )
     )
-    d_gap = pl.col("distance_m").shift(-1).over("_code") - pl.col("distance_m")
-    timer_gap = pl.col("timer_s").shift(-1).over("_code") - pl.col("timer_s")
+    d_gap = grouped.next_(pl.col("distance_m"), "_code") - pl.col("distance_m")
+    timer_gap = grouped.next_(pl.col("timer_s"), "_code") - pl.col("timer_s")
     speed = "speed_mps" if "speed_mps" in s.columns else None
     derived = pl.when(pl.col("dt") > 0).then(d_gap / pl.col("dt"))
     # The device's speed over short gaps (GPS distance is noisy over a second or two); the
