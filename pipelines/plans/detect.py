@@ -273,25 +273,24 @@ def _prepare(
     )
 
 
-def _q1_at(s: _Stream, rank: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Σ v·dt from the session's first sample to instant ``x`` (clamped into the session):
-    exact, since the signal holds between samples."""
-    x = np.clip(x, s.t[s.first[rank]], s.t[s.last[rank]])
-    row = np.searchsorted(s.key, rank * s.span + (x - s.t[s.first[rank]]), side="right") - 1
-    row = np.clip(row, s.first[rank], s.last[rank])
-    return s.q1[row] + s.v[row] * (x - s.t[row])
+def _q1_around(s: _Stream, rank: np.ndarray, shift: float) -> np.ndarray:
+    """Σ v·dt from each sample's session start to ``shift`` seconds from the sample (clamped
+    into the session): exact, since the signal holds between samples. On the one sorted key
+    axis, so one binary search answers every sample at once."""
+    lo, hi = s.key[s.first][rank], s.key[s.last][rank]
+    at = np.clip(s.key + shift, lo, hi)
+    row = np.searchsorted(s.key, at, side="right") - 1
+    return s.q1[row] + s.v[row] * (at - s.key[row])
 
 
 def _change_points(s: _Stream, config: DetectConfig) -> tuple[np.ndarray, np.ndarray]:
     """(rows, strength) of the samples where the signal's level changes most, one per change."""
     rank = np.repeat(np.arange(len(s.first)), s.last - s.first + 1)
     w = config.window_s
-    t0, t1 = s.t[s.first[rank]], s.t[s.last[rank]]
-    left_len = np.minimum(w, s.t - t0)
-    right_len = np.minimum(w, t1 - s.t)
-    here = s.q1 + 0.0  # Σ up to this sample
-    left = (here - _q1_at(s, rank, s.t - w)) / np.maximum(left_len, 1e-9)
-    right = (_q1_at(s, rank, s.t + w) - here) / np.maximum(right_len, 1e-9)
+    left_len = np.minimum(w, s.t - s.t[s.first][rank])
+    right_len = np.minimum(w, s.t[s.last][rank] - s.t)
+    left = (s.q1 - _q1_around(s, rank, -w)) / np.maximum(left_len, 1e-9)
+    right = (_q1_around(s, rank, w) - s.q1) / np.maximum(right_len, 1e-9)
     score = np.abs(right - left)
     score[(left_len < w / 2) | (right_len < w / 2)] = 0.0
     # Peaks: at least the neighbours in the same session, and strong enough.
