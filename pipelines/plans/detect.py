@@ -317,12 +317,60 @@ def _change_points(s: _Stream, config: DetectConfig) -> tuple[np.ndarray, np.nda
     return rows, strength
 
 
+def _planned_rows(s: _Stream, work: pl.DataFrame, steps: pl.DataFrame) -> np.ndarray:
+    """The samples where each planned step would end were the plan run to the watch from the
+    session's first sample (time steps on the timer, distance steps on the distance; an open
+    step ends the walk): an athlete who runs the plan as written changes pace there, and a
+    step whose end shows no change of pace (a recovery jogged into the cool-down) ends there
+    too. One binary search per step position, over every session at once."""
+    rank_of_row = np.repeat(np.arange(len(s.first)), s.last - s.first + 1)
+    # Per session the timer and the distance as one non-decreasing axis each.
+    big = 1e9
+    axes = {
+        name: np.maximum.accumulate(rank_of_row * big + np.nan_to_num(values))
+        for name, values in (("time", s.timer), ("distance", s.dist))
+    }
+    plan = (
+        work.select("_rank", "planned_session_id")
+        .join(steps, on="planned_session_id")
+        .sort("_rank", "step_index")
+    )
+    rank = np.unique(plan["_rank"].to_numpy()).astype(np.int64)
+    row = s.first[rank].copy()
+    alive = np.ones(len(rank), dtype=bool)
+    found = []
+    by_position = plan.with_columns(pl.int_range(pl.len()).over("_rank").alias("_k"))
+    for k in range(int(by_position["_k"].max() or -1) + 1):
+        at = by_position.filter(pl.col("_k") == k)
+        where = np.searchsorted(rank, at["_rank"].to_numpy())
+        kind = at["duration_type"].to_numpy()
+        size = np.where(
+            kind == "time",
+            at["planned_duration_s"].fill_null(0.0).to_numpy(),
+            at["planned_distance_m"].fill_null(0.0).to_numpy(),
+        )
+        alive[where[(kind != "time") & (kind != "distance")]] = False
+        for name, pick in (("time", kind == "time"), ("distance", kind == "distance")):
+            idx = where[pick & alive[where]]
+            if not len(idx):
+                continue
+            axis = axes[name]
+            goal = axis[row[idx]] + size[pick & alive[where]]
+            end = np.searchsorted(axis, goal, side="left")
+            ok = end <= s.last[rank[idx]]
+            row[idx[ok]] = end[ok]
+            alive[idx[~ok]] = False
+            found.append(end[ok])
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+
+
 def _candidates(
     s: _Stream,
     ranks: pl.DataFrame,
     laps: pl.DataFrame,
     moving: np.ndarray,
     n_steps: pl.DataFrame,
+    planned_rows: np.ndarray,
     config: DetectConfig,
 ) -> pl.DataFrame:
     """Candidate rows per session (``_rank``, ``row``), in time order: at most
@@ -342,11 +390,12 @@ def _candidates(
     edge_rows = np.concatenate([edge, edge + 1])
     edge_rows = edge_rows[edge_rows < len(s.t)]
     ends = np.concatenate([s.first, s.last])
-    rows = np.concatenate([ends, peak_rows, lap_rows, edge_rows]).astype(np.int64)
+    rows = np.concatenate([ends, peak_rows, planned_rows, lap_rows, edge_rows]).astype(np.int64)
     priority = np.concatenate(
         [
             np.full(len(ends), np.inf),
             peak_strength,
+            np.full(len(planned_rows), 0.95 * config.min_change),
             np.full(len(lap_rows), 0.9 * config.min_change),
             np.full(len(edge_rows), 0.8 * config.min_change),
         ]
@@ -392,7 +441,8 @@ def detect_steps(
     if not work.height:
         return pl.DataFrame(schema=SPAN_SCHEMA)
     per_session = work.group_by("_rank").agg(pl.col("n_steps").max())
-    cands = _candidates(s, ranks, laps, stream["moving"].to_numpy(), per_session, config)
+    planned = _planned_rows(s, work, steps)
+    cands = _candidates(s, ranks, laps, stream["moving"].to_numpy(), per_session, planned, config)
     bounds = _align(s, work, steps, cands, config)
     return _spans(s, work, bounds, config)
 
