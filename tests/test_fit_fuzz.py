@@ -53,3 +53,14 @@ def test_mutations_are_deterministic(pool):
     assert fuzz_fit.make_input(SEED, 7, seeds, definitions) == fuzz_fit.make_input(
         SEED, 7, seeds, definitions
     )
+
+
+def test_a_developer_field_named_by_a_tuple_is_kept_as_text(fixtures):
+    """Found by the long fuzz run (seed 1, input #2126: tormoder/fit's mornindew-broken.fit
+    with lying definitions): a damaged developer-field description names a field with a
+    tuple, which JSON could not take as a key; the file decodes as damaged, like any other."""
+    from pipelines.fit.decode import decode_fit
+
+    decoded = decode_fit((fixtures / "fit" / "fuzzed-devfield-tuple-name.fit").read_bytes())
+    assert decoded.integrity == "corrupt_data"
+    assert "decoder error" not in (decoded.problem or "")

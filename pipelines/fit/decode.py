@@ -736,10 +736,13 @@ def _leftovers(frame: fitdecode.FitDataMessage) -> dict[str, str | None]:
     for data in frame.fields:
         if data.value is None or data.name in _RECORD_TYPED:
             continue
+        # A damaged developer-field description can name a field with a tuple: JSON keys
+        # are strings.
+        name = data.name if isinstance(data.name, str) else str(data.name)
         if isinstance(data.field_def, fitdecode.types.DevFieldDefinition):
-            developer[data.name] = _plain(data.value)
-        elif not data.name.startswith("unknown_"):
-            extra[data.name] = _plain(data.value)
+            developer[name] = _plain(data.value)
+        elif not name.startswith("unknown_"):
+            extra[name] = _plain(data.value)
     if not (extra or developer):
         return {}
     return {
