@@ -61,6 +61,6 @@ def test_a_developer_field_named_by_a_tuple_is_kept_as_text(fixtures):
     tuple, which JSON could not take as a key; the file decodes as damaged, like any other."""
     from pipelines.fit.decode import decode_fit
 
-    decoded = decode_fit((fixtures / "fit" / "fuzzed-devfield-tuple-name.fit").read_bytes())
+    decoded = decode_fit((fixtures / "fuzz" / "fuzzed-devfield-tuple-name.fit").read_bytes())
     assert decoded.integrity == "corrupt_data"
     assert "decoder error" not in (decoded.problem or "")

@@ -736,9 +736,9 @@ def _leftovers(frame: fitdecode.FitDataMessage) -> dict[str, str | None]:
     for data in frame.fields:
         if data.value is None or data.name in _RECORD_TYPED:
             continue
-        # A damaged developer-field description can name a field with a tuple: JSON keys
-        # are strings.
-        name = data.name if isinstance(data.name, str) else str(data.name)
+        # A damaged developer-field description can name a field with a tuple, which JSON
+        # cannot take as a key (a missing name stays None: JSON writes it as "null").
+        name = str(data.name) if isinstance(data.name, tuple) else data.name
         if isinstance(data.field_def, fitdecode.types.DevFieldDefinition):
             developer[name] = _plain(data.value)
         elif not name.startswith("unknown_"):
