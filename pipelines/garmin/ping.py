@@ -44,7 +44,7 @@ import polars as pl
 from pipelines.garmin.push import PayloadError, load_envelope
 from pipelines.lake.io import write_parquet_atomic
 from pipelines.lake.layout import LakeLayout
-from pipelines.lake.ledger import LandingRefused, is_safe_id, read_landed_path
+from pipelines.lake.ledger import LandingRefused, is_safe_id, read_landed
 from pipelines.lake.quarantine import QuarantineBatch
 from pipelines.lake.stage import failure_reason
 
@@ -641,15 +641,12 @@ class _Fetcher:
         state_path = ping_state_dir(self.layout) / f"{ping.sha256}.parquet"
         ctx = _FileCtx(ping, state_path, _load_rows(state_path))
         try:
-            raw = read_landed_path(self.landing, ping.path)
+            raw = read_landed(self.landing, {"path": ping.path, "sha256": ping.sha256})
         except FileNotFoundError:
             ctx.problem = "ping file is missing from landing"
             return ctx
-        except LandingRefused as exc:
+        except LandingRefused as exc:  # a link, not a regular file, or replaced in place
             ctx.problem = f"refused: {exc}"
-            return ctx
-        if hashlib.sha256(raw).hexdigest() != ping.sha256:
-            ctx.problem = "ping file content differs from its ledger sha256"
             return ctx
         text = raw.decode("utf-8", "replace")
         self.secrets |= url_secrets(text) | set(_UAT.findall(text))

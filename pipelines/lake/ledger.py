@@ -19,7 +19,7 @@ import os
 import re
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -99,15 +99,21 @@ def classify(relative: PurePosixPath) -> Classified:
     return Classified("unknown", None, "no ingest handles files in this landing folder")
 
 
-def sha256_file(path: Path, chunk_size: int = 1 << 20, owner: str | None = None) -> str:
-    """sha256 of the file's bytes (preceded by ``owner`` and a newline, when given)."""
+def content_sha256(chunks: Iterable[bytes], owner: str | None = None) -> str:
+    """An input's identity: sha256 of its bytes, preceded by ``owner`` and a newline when
+    given."""
     digest = hashlib.sha256()
     if owner is not None:
         digest.update(f"{owner}\n".encode())
-    with path.open("rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
+    for chunk in chunks:
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_file(path: Path, chunk_size: int = 1 << 20, owner: str | None = None) -> str:
+    """``content_sha256`` of a file, read in chunks."""
+    with path.open("rb") as handle:
+        return content_sha256(iter(lambda: handle.read(chunk_size), b""), owner)
 
 
 def read_ledger(layout: LakeLayout) -> pl.DataFrame:
@@ -204,11 +210,7 @@ def read_landed(landing: Path, file_row: dict, max_bytes: int = MAX_INPUT_BYTES)
     ``read_landed_path``, and also when the content no longer has the registered sha256 (a
     file replaced in place is a new input: its new content has a ledger row of its own)."""
     data = read_landed_path(landing, file_row["path"], max_bytes)
-    digest = hashlib.sha256()
-    if file_row.get("user_id") is not None:  # as sha256_file(…, owner=user_id) at registration
-        digest.update(f"{file_row['user_id']}\n".encode())
-    digest.update(data)
-    if digest.hexdigest() != file_row["sha256"]:
+    if content_sha256([data], file_row.get("user_id")) != file_row["sha256"]:
         raise LandingRefused(
             "replaced: the file's content changed after it was registered "
             "(the new content is ingested as an input of its own)",
