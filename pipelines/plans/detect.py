@@ -38,6 +38,7 @@ import polars as pl
 
 from pipelines.intervals import grouped
 from pipelines.intervals.grouped import int_key
+from pipelines.plans.model import planned_step_seconds
 
 SPAN_SCHEMA: dict[str, pl.DataType] = {
     "planned_session_id": pl.String(),
@@ -168,16 +169,7 @@ def _plan_shares(pairs: pl.DataFrame, steps: pl.DataFrame) -> pl.DataFrame:
     """Per paired session, which quantiles of its moving speed stand for the plan's easy and
     fast levels: the middle of the share of planned time that is easy, and of the share that
     is work (a tempo session is mostly fast, a session of short reps mostly easy)."""
-    mid = (pl.col("target_low") + pl.col("target_high")) / 2
-    speed = pl.coalesce(pl.when(pl.col("target_type") == "speed").then(mid), pl.lit(3.0))
-    seconds = (
-        pl.when(pl.col("duration_type") == "time")
-        .then(pl.col("planned_duration_s"))
-        .when(pl.col("duration_type") == "distance")
-        .then(pl.col("planned_distance_m") / speed)
-        .otherwise(300.0)
-        .fill_null(300.0)
-    )
+    seconds = planned_step_seconds().fill_null(300.0)  # an open step: a few minutes
     work = pl.col("kind") == "work"
     return (
         steps.with_columns(seconds.alias("_s"))

@@ -27,6 +27,7 @@ import polars as pl
 
 from pipelines.intervals import interval_metrics
 from pipelines.plans.detect import DetectConfig, detect_steps
+from pipelines.plans.model import planned_step_seconds
 
 
 @dataclass(frozen=True)
@@ -435,14 +436,7 @@ def _planned_offsets(steps: pl.DataFrame) -> pl.DataFrame:
     """Per step, when it would start if the plan were run to the second from the activity's
     first sample (distance steps at their target's middle speed, else a typical speed for the
     sport; null after an open step)."""
-    mid = (pl.col("target_low") + pl.col("target_high")) / 2
-    speed = pl.coalesce(pl.when(pl.col("target_type") == "speed").then(mid), pl.lit(3.0))
-    seconds = (
-        pl.when(pl.col("duration_type") == "time")
-        .then(pl.col("planned_duration_s"))
-        .when(pl.col("duration_type") == "distance")
-        .then(pl.col("planned_distance_m") / speed)
-    )
+    seconds = planned_step_seconds()
     return steps.sort("planned_session_id", "step_index").select(
         "planned_session_id",
         "step_index",

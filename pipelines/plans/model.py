@@ -250,6 +250,21 @@ def unroll(session: PlannedSession) -> list[dict]:
     return rows
 
 
+def planned_step_seconds(typical_speed_mps: float = 3.0) -> pl.Expr:
+    """A planned step's size in seconds: its duration, or its distance at its speed target's
+    middle (else ``typical_speed_mps``); null for an open step."""
+    mid = (pl.col("target_low") + pl.col("target_high")) / 2
+    speed = pl.coalesce(
+        pl.when(pl.col("target_type") == "speed").then(mid), pl.lit(typical_speed_mps)
+    )
+    return (
+        pl.when(pl.col("duration_type") == "time")
+        .then(pl.col("planned_duration_s"))
+        .when(pl.col("duration_type") == "distance")
+        .then(pl.col("planned_distance_m") / speed)
+    )
+
+
 def estimated_duration(steps: list[dict], sport: str) -> float | None:
     name = sport.lower()
     family = next(
