@@ -148,6 +148,7 @@ class _Stream:
     timer: np.ndarray
     dist: np.ndarray
     v: np.ndarray  # relative to the session's typical speed
+    rank: np.ndarray  # each row's session, 0, 1, … in stream order
     first: np.ndarray  # first row of each session (by code rank)
     last: np.ndarray  # last row
     ref: np.ndarray  # typical moving speed per session, m/s
@@ -247,6 +248,7 @@ def _prepare(
             timer=stream["timer_s"].to_numpy().astype(np.float64),
             dist=stream["distance_m"].to_numpy().astype(np.float64),
             v=v,
+            rank=rank,
             first=starts,
             last=last,
             ref=ref,
@@ -277,7 +279,7 @@ def _q1_around(s: _Stream, rank: np.ndarray, shift: float) -> np.ndarray:
 
 def _change_points(s: _Stream, config: DetectConfig) -> tuple[np.ndarray, np.ndarray]:
     """(rows, strength) of the samples where the signal's level changes most, one per change."""
-    rank = np.repeat(np.arange(len(s.first)), s.last - s.first + 1)
+    rank = s.rank
     w = config.window_s
     left_len = np.minimum(w, s.t - s.t[s.first][rank])
     right_len = np.minimum(w, s.t[s.last][rank] - s.t)
@@ -315,7 +317,7 @@ def _planned_rows(s: _Stream, work: pl.DataFrame, steps: pl.DataFrame) -> np.nda
     step ends the walk): an athlete who runs the plan as written changes pace there, and a
     step whose end shows no change of pace (a recovery jogged into the cool-down) ends there
     too. One binary search per step position, over every session at once."""
-    rank_of_row = np.repeat(np.arange(len(s.first)), s.last - s.first + 1)
+    rank_of_row = s.rank
     # Per session the timer and the distance as one non-decreasing axis each.
     big = 1e9
     axes = {
@@ -367,7 +369,7 @@ def _candidates(
 ) -> pl.DataFrame:
     """Candidate rows per session (``_rank``, ``row``), in time order: at most
     ``3 × steps + 12`` (and at least ``min_candidates``), strongest first."""
-    rank_of_row = np.repeat(np.arange(len(s.first)), s.last - s.first + 1)
+    rank_of_row = s.rank
     peak_rows, peak_strength = _change_points(s, config)
     # Lap starts, at the first sample at or after them.
     lap_frame = laps.join(ranks, on="session_id").select("_rank", "start_s")
