@@ -270,6 +270,18 @@ def run_quarantine(
     return 0
 
 
+def run_serve(settings: Settings, host: str, port: int) -> int:
+    from pipelines.receiver.config import ConfigError, ReceiverConfig
+    from pipelines.receiver.server import serve
+
+    try:
+        config = ReceiverConfig.resolve(settings.landing)
+    except ConfigError as exc:
+        print(f"wearhouse serve: {exc}", file=sys.stderr)
+        return 2
+    return serve(config, host, port)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wearhouse", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -297,12 +309,20 @@ def main(argv: list[str] | None = None) -> int:
         "--no-run", action="store_true", help="retry: release only, run later (default: run now)"
     )
     _add_location_options(qua)
+    srv = commands.add_parser(
+        "serve", help="the Garmin webhook receiver (writes bodies to landing, docs/receiver.md)"
+    )
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    _add_location_options(srv)
     sql = commands.add_parser("sql", help="run a read-only SQL query on the warehouse")
     sql.add_argument("query")
     _add_location_options(sql)
     args = parser.parse_args(argv)
 
     settings = _settings(args)
+    if args.command == "serve":
+        return run_serve(settings, args.host, args.port)
     if args.command == "sql":
         return run_query(settings, args.query)
     if args.command == "import":

@@ -1,0 +1,1 @@
+"""`wearhouse serve`: the Garmin webhook receiver (plain Python and ASGI, no Dagster)."""
