@@ -39,5 +39,10 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "lake": WearhouseLake(
             landing=pick(ENV_LANDING, settings.landing), lake=pick(ENV_LAKE, settings.lake)
         ),
-        "duckdb": DuckDBResource(database=pick(ENV_DUCKDB, settings.duckdb)),
+        # Read-only: asset checks and other readers never hold the write lock. The warehouse
+        # asset writes a new snapshot file of its own (pipelines.warehouse.build).
+        "duckdb": DuckDBResource(
+            database=pick(ENV_DUCKDB, settings.duckdb),
+            connection_config={"access_mode": "READ_ONLY"},
+        ),
     }

@@ -8,12 +8,12 @@ import json
 import os
 import shutil
 
-import duckdb
 import polars as pl
 
 from pipelines.cli import copy_sample_data, run_pipeline
 from pipelines.lake.layout import LakeLayout
 from pipelines.warehouse.build import MODELS
+from tests.lake_state import gold, warehouse
 
 # Arrive in the second run: a new day of wellness, a new ride (FIT), the 900 s re-delivery of
 # an epoch whose 720 s version arrived in the first run, and a plan for runs already in.
@@ -23,20 +23,6 @@ LATER = (
     "fit/demo-rider/edge500-ride.fit",
     "plans/demo-runner/",
 )
-
-
-def warehouse(settings) -> dict[str, list[tuple]]:
-    with duckdb.connect(str(settings.duckdb), read_only=True) as con:
-        return {t: con.sql(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in MODELS}
-
-
-def gold(settings) -> dict[str, pl.DataFrame]:
-    layout = LakeLayout(settings.lake)
-    out = {}
-    for table in MODELS:
-        frame = pl.read_parquet(layout.gold_dir(table) / "**" / "*.parquet", hive_partitioning=True)
-        out[table] = frame.sort(pl.all(), nulls_last=True)
-    return out
 
 
 def files_with_mtime(folder) -> dict[str, int]:

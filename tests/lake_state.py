@@ -1,0 +1,43 @@
+"""The published state of a home, for comparing runs: every warehouse table and gold table."""
+
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+
+from pipelines.lake.layout import LakeLayout
+from pipelines.warehouse.build import MODELS
+from pipelines.warehouse.gold import read_gold
+
+
+def warehouse(settings) -> dict[str, list[tuple]]:
+    with duckdb.connect(str(settings.duckdb), read_only=True) as con:
+        return {t: con.sql(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in MODELS}
+
+
+def gold(settings) -> dict[str, pl.DataFrame]:
+    """Each gold table's newest committed version, rows in a canonical order."""
+    layout = LakeLayout(settings.lake)
+    return {t: read_gold(layout, t).collect().sort(pl.all(), nulls_last=True) for t in MODELS}
+
+
+def gold_files(settings) -> dict[str, pl.DataFrame]:
+    """Each gold table read the naive way, every Parquet file under its folder."""
+    layout = LakeLayout(settings.lake)
+    return {
+        t: pl.read_parquet(layout.gold_dir(t) / "**" / "*.parquet", hive_partitioning=True)
+        .sort(pl.all(), nulls_last=True)
+        .select(sorted(read_gold(layout, t).collect_schema().names()))
+        for t in MODELS
+    }
+
+
+def assert_same_state(settings, reference) -> None:
+    """Warehouse and gold of ``settings`` equal those of ``reference``; between runs the gold
+    folders hold exactly the committed files."""
+    assert warehouse(settings) == warehouse(reference)
+    ours, theirs = gold(settings), gold(reference)
+    naive = gold_files(settings)
+    for table in MODELS:
+        assert ours[table].equals(theirs[table]), table
+        assert naive[table].equals(ours[table].select(naive[table].columns)), table
