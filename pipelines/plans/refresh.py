@@ -86,7 +86,9 @@ def _match(
     results = []
     for start in range(0, len(users), athletes_per_batch):
         batch = planned.filter(pl.col("user_id").is_in(users[start : start + athletes_per_batch]))
-        sessions = sessions_all.filter(pl.col("user_id").is_in(batch["user_id"].unique())).collect()
+        sessions = sessions_all.filter(
+            pl.col("user_id").is_in(batch["user_id"].unique().implode())
+        ).collect()
         ids = sessions.get_column("session_id").implode()
         results.append(
             evaluate_plans(
