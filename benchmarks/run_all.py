@@ -45,6 +45,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str], bool]] = {
     "fuzz_push": (["--inputs", "5000"], ["--inputs", "100000"], False),
     "garmin_ingest_memory": (["--mb", "40", "--modes", "stream"], [], False),
     "hostile_inputs": (["--quick"], [], False),
+    "disk_full": (["--full-mb", "6,12", "--headroom-mb", "1,4"], [], False),
 }
 
 

@@ -94,11 +94,21 @@ def _run_pipeline(settings: Settings, out, log_level: str) -> bool:
     if not result.success:
         for event in result.all_events:
             if event.is_failure and event.step_key:
-                print(f"FAILED {event.step_key}: {event.message}", file=sys.stderr)
+                print(f"FAILED {event.step_key}: {_failure_cause(event)}", file=sys.stderr)
         return False
     checks = result.get_asset_check_evaluations()
     print_summary(settings, checks, out)
     return True
+
+
+def _failure_cause(event) -> str:
+    """The innermost error of a failed step (an OS error such as a full disk, say), or
+    Dagster's own message when there is none."""
+    data = event.step_failure_data if event.is_step_failure else None
+    error = data.error if data is not None else None
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return error.message.strip() if error is not None else event.message
 
 
 def print_summary(settings: Settings, checks, out=None) -> None:

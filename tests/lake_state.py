@@ -32,15 +32,15 @@ def gold_files(settings) -> dict[str, pl.DataFrame]:
     }
 
 
-# When wearhouse registered an input: a wall-clock fact that differs between two homes.
-RECEIVED = "^.*received_at$"
+# When wearhouse received or quarantined an input: wall-clock facts that differ between homes.
+WALL_CLOCK = "^.*(received|quarantined)_at$"
 
 
 def assert_same_state(settings, reference) -> None:
     """Warehouse and gold of ``settings`` equal those of ``reference`` (but for when inputs were
     received); between runs the gold folders hold exactly the committed files."""
     ours, theirs = (
-        {t: pl.from_arrow(_table(s, t)).select(pl.exclude(RECEIVED)) for t in MODELS}
+        {t: pl.from_arrow(_table(s, t)).select(pl.exclude(WALL_CLOCK)) for t in MODELS}
         for s in (settings, reference)
     )
     for table in MODELS:
@@ -48,7 +48,7 @@ def assert_same_state(settings, reference) -> None:
     ours, theirs = gold(settings), gold(reference)
     naive = gold_files(settings)
     for table in MODELS:
-        assert ours[table].drop(RECEIVED).equals(theirs[table].drop(RECEIVED)), table
+        assert ours[table].drop(WALL_CLOCK).equals(theirs[table].drop(WALL_CLOCK)), table
         assert naive[table].equals(ours[table].select(naive[table].columns)), table
 
 
