@@ -8,11 +8,12 @@ home, and runs ``wearhouse run`` as a user would:
 * **incremental**: a home built with space gets a second batch (40 runs and a re-delivery
   moved two days later), then the filesystem is shrunk to what is used plus H MB.
 
-After a failed run: its stderr names the OS error, the published warehouse is the one before
-the run, no temporary file is left. Then the filesystem grows, the second batch lands if it
-has not, and a run must give the reference (the same landing run on the ordinary disk).
+After a failed run: the failed step's line (``FAILED <step>: …``) names the OS error, the
+published warehouse is the one before the run, no temporary file is left. Then the filesystem
+grows, the second batch lands if it has not, and a run must give the reference (the same
+landing run on the ordinary disk).
 
-    .venv/bin/python -m benchmarks.disk_full [--full-mb 4,6,8,10,12,16] [--headroom-mb 1,2,4,8]
+    .venv/bin/python -m benchmarks.disk_full [--full-mb 2,3,4,6] [--headroom-mb 0.25,1,4]
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ def trial(root: Path, ref: Settings, phase: str, size_mb: float) -> dict:
         tight = run(settings)
         seconds = time.perf_counter() - started
         failed = tight.returncode != 0
-        loud = any(text in tight.stderr for text in NO_SPACE)
+        failures = [line for line in tight.stderr.splitlines() if line.startswith("FAILED")]
+        loud = any(text in line for line in failures for text in NO_SPACE)
         unchanged = (
             not failed
             or (before is None and not settings.duckdb.exists())
@@ -163,14 +165,14 @@ def trial(root: Path, ref: Settings, phase: str, size_mb: float) -> dict:
             and not debris(settings.home),
             "repair_problem": repair.stderr.strip()[-300:] if repair.returncode else mismatch,
             "seconds": round(seconds, 1),
-            "error": tight.stderr.strip().splitlines()[-1][:200] if failed else "",
+            "error": (failures or tight.stderr.strip().splitlines() or [""])[-1][:200],
         }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full-mb", default="4,6,8,10,12,16")
-    parser.add_argument("--headroom-mb", default="1,2,4,8")
+    parser.add_argument("--full-mb", default="2,3,4,5,6,8,10,12,16")
+    parser.add_argument("--headroom-mb", default="0.25,0.5,1,2,3,4,6,8")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="wearhouse-diskfull-") as scratch:
         root = Path(scratch)

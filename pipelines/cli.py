@@ -102,11 +102,11 @@ def _run_pipeline(settings: Settings, out, log_level: str) -> bool:
 
 
 def _failure_cause(event) -> str:
-    """The innermost error of a failed step (an OS error such as a full disk, say), or
-    Dagster's own message when there is none."""
+    """The error a failed step raised under Dagster's wrapping (an OS error such as a full
+    disk, say), or Dagster's own message when there is none."""
     data = event.step_failure_data if event.is_step_failure else None
     error = data.error if data is not None else None
-    while error is not None and error.cause is not None:
+    while error is not None and error.cls_name.startswith("Dagster") and error.cause:
         error = error.cause
     return error.message.strip() if error is not None else event.message
 

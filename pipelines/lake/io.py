@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -18,14 +19,34 @@ def write_parquet_atomic(frame: pl.DataFrame | pl.LazyFrame, path: Path) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        if isinstance(frame, pl.LazyFrame):
-            frame.sink_parquet(tmp)
-        else:
-            frame.write_parquet(tmp)
+        try:
+            if isinstance(frame, pl.LazyFrame):
+                frame.sink_parquet(tmp)
+            else:
+                frame.write_parquet(tmp)
+        except pl.exceptions.PolarsError as exc:
+            raise_if_disk_full(tmp, exc)
+            raise
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+# Free space below which a failed write is taken for a full disk.
+FULL_DISK_BYTES = 1 << 20
+
+
+def raise_if_disk_full(path: Path, error: Exception) -> None:
+    """Raise ENOSPC for a write to ``path`` that failed on a full disk. Polars' Parquet writer
+    can report it as a format error ("Invalid thrift: transport error") when the footer is
+    what fails, and an operator must read what happened."""
+    try:
+        stat = os.statvfs(path.parent)
+    except OSError:
+        return
+    if stat.f_bavail * stat.f_frsize < FULL_DISK_BYTES:
+        raise OSError(errno.ENOSPC, f"No space left on device writing {path.name}") from error
 
 
 def write_text_atomic(text: str, path: Path) -> Path:

@@ -24,6 +24,7 @@ from deltalake import DeltaTable, Schema
 from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction, PostCommitHookProperties, create_table_with_add_actions
 
+from pipelines.lake.io import raise_if_disk_full
 from pipelines.lake.layout import LakeLayout
 
 # Gold tables partitioned by the UTC day of this column; the others are one partition.
@@ -130,7 +131,11 @@ def _write_files(frame: pl.DataFrame, root: Path) -> list[AddAction]:
         relative = f"month={month}/day={day}/part-{uuid.uuid4().hex}.parquet"
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        part.drop("_gold_day").write_parquet(path)
+        try:
+            part.drop("_gold_day").write_parquet(path)
+        except pl.exceptions.PolarsError as exc:
+            raise_if_disk_full(path, exc)
+            raise
         stat = path.stat()
         actions.append(
             AddAction(
