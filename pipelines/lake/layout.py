@@ -42,3 +42,10 @@ class LakeLayout:
 
     def gold_dir(self, table: str) -> Path:
         return self.root / "gold" / table
+
+    @property
+    def outbound_dir(self) -> Path:
+        """What wearhouse sent to other services (Garmin workouts, backfill requests): a
+        record of the outside world that landing cannot rebuild, kept apart from the derived
+        layers."""
+        return self.root / "outbound"
