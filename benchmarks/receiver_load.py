@@ -7,7 +7,10 @@ The real ``wearhouse serve`` runs in a child process (its own session, a fresh h
 ``/garmin/push/dailies`` as fast as they get answers:
 
 * ``small``: 2 KB bodies (``--small-kb``) for ``--seconds``;
-* ``large``: 5 MB bodies (``--large-mb``) for ``--seconds``.
+* ``large``: 5 MB bodies (``--large-mb``) for ``--seconds``;
+* ``floor`` (the baseline): no HTTP, no server; the receiver's own writer called from 8
+  threads in this process with 2 KB bodies: the rate the disk and the kernel allow for
+  one fsynced file per body, which no server on this machine can beat.
 
 Every body is distinct (a counter inside it), so its sha256 identifies it. Reported:
 requests/s, MB/s, p50/p99/max latency (send of the first byte to the last byte of the answer).
@@ -43,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,10 +207,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(home: Path, port: int, log_path: Path) -> subprocess.Popen:
+def start_server(home: Path, port: int, log_path: Path, workers: int = 1) -> subprocess.Popen:
     command = [str(Path(sys.executable).parent / "wearhouse"), "serve", "--home", str(home)]
     command += ["--port", str(port)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEARHOUSE_")}
+    env["WEARHOUSE_RECEIVER_WORKERS"] = str(workers)
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=log, env=env, cwd=ROOT, start_new_session=True
@@ -262,10 +267,41 @@ def phase_load(home: Path, port: int, args, name: str, size: int) -> dict:
     return result
 
 
+def phase_floor(home: Path, args) -> dict:
+    """The durable write alone (no HTTP): the receiver's writer from ``--clients`` threads,
+    2 KB bodies, for ``--seconds``: the ceiling the disk and the kernel set."""
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import UTC, datetime
+
+    from pipelines.receiver.landing import LandingWriter
+
+    writer = LandingWriter(home / "floor")
+    writer.prepare()
+    size = int(args.small_kb * 1024)
+    tally = Tally()
+    stop_at = time.perf_counter() + args.seconds
+
+    def loop(i: int) -> None:
+        bodies = Bodies(size, f"f{i}")
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            writer.store("push", datetime.now(UTC), uuid.uuid4().hex, [bodies.next()])
+            tally.latencies.append(time.perf_counter() - started)
+            tally.statuses[200] = tally.statuses.get(200, 0) + 1
+            tally.bytes_ok += size
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(args.clients) as pool:
+        list(pool.map(loop, range(args.clients)))
+    result = summarize("floor", tally, time.perf_counter() - started, size)
+    shutil.rmtree(home / "floor", ignore_errors=True)
+    return result
+
+
 def phase_fault(home: Path, port: int, args, log_path: Path) -> dict:
     landing = home / "landing"
     shutil.rmtree(landing / "garmin" / "push", ignore_errors=True)
-    process = start_server(home, port, log_path)
+    process = start_server(home, port, log_path, args.workers)
     sizes = [int(args.large_mb * MB)] * 2 + [int(args.small_kb * 1024)] * (args.clients - 2)
     tally = Tally()
 
@@ -278,7 +314,7 @@ def phase_fault(home: Path, port: int, args, log_path: Path) -> dict:
     wall, killed_at = asyncio.run(load_and_kill())
     _, temps_after_kill = landed(landing)
     answered_before_kill = len(tally.answered)
-    process = start_server(home, port, log_path)
+    process = start_server(home, port, log_path, args.workers)
     restarted_ok = httpx.post(f"http://127.0.0.1:{port}{PATH}", content=b"{}").status_code == 200
     stop_server(process)
     files, temps = landed(landing)
@@ -315,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small-kb", type=float, default=2.0)
     parser.add_argument("--large-mb", type=float, default=5.0)
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw")
-    parser.add_argument("--phases", default="small,large,fault")
+    parser.add_argument("--workers", type=int, default=1, help="WEARHOUSE_RECEIVER_WORKERS")
+    parser.add_argument("--phases", default="small,large,floor,fault")
     parser.add_argument("--fault-after", type=float, default=3.0, help="seconds of load")
     parser.add_argument("--keep", action="store_true", help="keep the home under /tmp")
     args = parser.parse_args(argv)
@@ -327,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         if {"small", "large"} & set(phases):
-            process = start_server(home, port, log_path)
+            process = start_server(home, port, log_path, args.workers)
             try:
                 if "small" in phases:
                     results.append(phase_load(home, port, args, "small", int(args.small_kb * 1024)))
@@ -335,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(phase_load(home, port, args, "large", int(args.large_mb * MB)))
             finally:
                 stop_server(process)
+        if "floor" in phases:
+            results.append(phase_floor(home, args))
         if "fault" in phases:
             results.append(phase_fault(home, port, args, log_path))
     finally:
@@ -343,7 +382,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"home kept at {home}")
 
-    print(f"clients: {args.clients} x {args.client}, {args.seconds:g} s per load phase")
+    print(
+        f"clients: {args.clients} x {args.client}, {args.seconds:g} s per load phase, "
+        f"{args.workers} server process(es)"
+    )
     print(
         f"{'phase':<7} {'body':>9} {'ok':>7} {'req/s':>8} {'MB/s':>7} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'max ms':>7}  other"
@@ -354,8 +396,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{r['phase']:<7} {r['body_bytes']:>9,} {r['requests_ok']:>7,} {r['req_per_s']:>8,} "
             f"{r['mb_per_s']:>7} {r['p50_ms']:>7} {r['p99_ms']:>7} {r['max_ms']:>7}  "
-            f"statuses={r['other_statuses']} errors={r['errors']} "
-            f"on_disk={r['all_answered_on_disk']} temps={r['temp_files']}"
+            + (
+                "(the writer alone, no HTTP)"
+                if r["phase"] == "floor"
+                else f"statuses={r['other_statuses']} errors={r['errors']} "
+                f"on_disk={r['all_answered_on_disk']} temps={r['temp_files']}"
+            )
         )
     for r in results:
         if r["phase"] == "fault":

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import hmac
 import logging
+import os
 import re
 import time
 import uuid
@@ -30,7 +31,7 @@ from pipelines.receiver.config import (
     in_networks,
     parse_address,
 )
-from pipelines.receiver.landing import LandingWriter, PendingBody
+from pipelines.receiver.landing import LandingWriter, PendingBody, hold_shared_lock
 
 log = logging.getLogger("wearhouse.receiver")
 
@@ -54,6 +55,11 @@ class ReceiverApp:
         self.config = config
         self.writer = writer or LandingWriter(config.landing)
         self._executor: ThreadPoolExecutor | None = None
+        self._lock_fd: int | None = None
+
+    def __reduce__(self):
+        # Worker processes are spawned with a pickled copy: rebuilt from the frozen config.
+        return (type(self), (self.config,))
 
     # -- ASGI entry points ------------------------------------------------------------------
 
@@ -72,6 +78,8 @@ class ReceiverApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self._in_thread(self.writer.prepare)
+                    # Each serving process (workers too) holds the receivers' lock.
+                    self._lock_fd = await self._in_thread(hold_shared_lock, self.config.landing)
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
@@ -80,6 +88,9 @@ class ReceiverApp:
                 if self._executor is not None:
                     self._executor.shutdown(wait=True)
                     self._executor = None
+                if self._lock_fd is not None:
+                    os.close(self._lock_fd)
+                    self._lock_fd = None
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

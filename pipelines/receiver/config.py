@@ -71,12 +71,16 @@ class ReceiverConfig:
     # Expected `garmin-client-id` header value (the partner's consumer key); None: not checked.
     client_id: str | None = None
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    # Server processes sharing the listening socket (each with its own I/O threads).
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
             raise ConfigError(f"{ENV_MAX_BODY_MB}: the body limit must be positive")
         if self.body_timeout_s <= 0:
             raise ConfigError(f"{ENV_BODY_TIMEOUT_S}: must be positive")
+        if self.workers < 1 or self.workers != int(self.workers):
+            raise ConfigError(f"{ENV_WORKERS}: a whole number of processes, at least 1")
         if self.client_id is not None and not self.client_id:
             raise ConfigError(f"{ENV_CLIENT_ID}: empty (unset it to skip the check)")
 
@@ -93,15 +97,8 @@ class ReceiverConfig:
             body_timeout_s=_positive(
                 env.get(ENV_BODY_TIMEOUT_S), DEFAULT_BODY_TIMEOUT_S, ENV_BODY_TIMEOUT_S
             ),
+            workers=_whole(env.get(ENV_WORKERS), ENV_WORKERS),
         )
-
-
-def resolve_workers(environ: Mapping[str, str] | None = None) -> int:
-    env = os.environ if environ is None else environ
-    workers = _positive(env.get(ENV_WORKERS), 1, ENV_WORKERS)
-    if workers != int(workers):
-        raise ConfigError(f"{ENV_WORKERS}: a whole number of processes")
-    return int(workers)
 
 
 def _positive(text: str | None, default: float, name: str) -> float:
@@ -114,6 +111,13 @@ def _positive(text: str | None, default: float, name: str) -> float:
     if not value > 0 or value == float("inf"):
         raise ConfigError(f"{name}: must be a positive number, not {text!r}")
     return value
+
+
+def _whole(text: str | None, name: str) -> int:
+    value = _positive(text, 1, name)
+    if value != int(value):
+        raise ConfigError(f"{name}: a whole number, not {text!r}")
+    return int(value)
 
 
 def _megabytes(text: str | None, name: str) -> int:

@@ -185,6 +185,20 @@ def remove_leftovers(landing: Path, min_age_s: float = 0.0) -> list[Path]:
     return removed
 
 
+def hold_shared_lock(landing: Path) -> int:
+    """A shared hold on the receivers' lock (a descriptor: close it to let go), so that no
+    receiver starting meanwhile takes this process's temp files for a dead one's."""
+    lock_path = landing / "garmin" / LOCK_NAME
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 @contextlib.contextmanager
 def receiver_lock(landing: Path, busy_min_age_s: float) -> Iterator[list[Path]]:
     """Held for a receiver's lifetime (shared: several may serve one landing). The first to

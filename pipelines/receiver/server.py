@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import sys
+import logging.config
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from pipelines.receiver.app import ReceiverApp
 from pipelines.receiver.config import ReceiverConfig
@@ -21,15 +22,23 @@ LIMIT_CONCURRENCY = 256
 KEEP_ALIVE_S = 75
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """One line per request on stderr (no bodies, no headers)."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=level,
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        )
-    logging.getLogger("wearhouse.receiver").setLevel(level)
+# One line per request on stderr (no bodies, no headers), in every worker process too.
+LOG_CONFIG = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "line",
+            "stream": "ext://sys.stderr",
+        }
+    },
+    "loggers": {
+        "wearhouse.receiver": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+    },
+}
 
 
 def uvicorn_config(app: ReceiverApp, host: str, port: int, **overrides) -> uvicorn.Config:
@@ -54,21 +63,29 @@ def uvicorn_config(app: ReceiverApp, host: str, port: int, **overrides) -> uvico
 
 def serve(config: ReceiverConfig, host: str, port: int) -> int:
     """Serve until interrupted. At start, temp files a killed receiver left are removed."""
-    configure_logging()
+    logging.config.dictConfig(LOG_CONFIG)
     # A live request's temp file is younger than the body timeout: older ones are debris.
     with receiver_lock(config.landing, config.body_timeout_s + 60) as removed:
         if removed:
             log.warning("removed %d unfinished temp files of an earlier receiver", len(removed))
         app = ReceiverApp(config)
-        server = uvicorn.Server(uvicorn_config(app, host, port))
+        options = uvicorn_config(app, host, port, log_config=LOG_CONFIG, workers=config.workers)
         log.info(
-            "receiving into %s on http://%s:%d (limit %d bytes, allowlist %s, client id %s)",
+            "receiving into %s on http://%s:%d (%d process%s, limit %d bytes, allowlist %s, "
+            "client id %s)",
             config.landing / "garmin",
             host,
             port,
+            config.workers,
+            "es" if config.workers > 1 else "",
             config.max_body_bytes,
             ", ".join(map(str, config.allow)) or "off",
             "checked" if config.client_id else "not checked",
         )
+        if config.workers > 1:
+            # What uvicorn.run does for workers, with the app object (it pickles by config).
+            Multiprocess(options, sockets=[options.bind_socket()]).run()
+            return 0
+        server = uvicorn.Server(options)
         server.run()
         return 0 if server.started else 1
