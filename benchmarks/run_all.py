@@ -46,6 +46,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str], bool]] = {
     "garmin_ingest_memory": (["--mb", "40", "--modes", "stream"], [], False),
     "hostile_inputs": (["--quick"], [], False),
     "disk_full": (["--full-mb", "6,12", "--headroom-mb", "1,4"], [], False),
+    "receiver_load": (["--seconds", "3"], ["--seconds", "20"], False),
 }
 
 
