@@ -354,6 +354,18 @@ def test_the_first_receiver_to_start_removes_a_killed_ones_temp_files(settings):
     assert not leftover.exists()
 
 
+def test_the_ledger_and_the_sensor_never_see_a_body_being_written(settings):
+    from pipelines.lake.ledger import landing_files as ledger_files
+
+    writer = LandingWriter(settings.landing)
+    pending = writer.begin("push", datetime.now(UTC), "ef" * 16)
+    pending.write([b'{"dailies": [{"half'])
+    assert pending.temp.exists()
+    assert ledger_files(settings.landing) == []
+    final = pending.commit()
+    assert ledger_files(settings.landing) == [final]
+
+
 def test_a_second_receiver_leaves_young_temp_files_of_a_running_one(settings):
     writer = LandingWriter(settings.landing)
     with receiver_lock(settings.landing, busy_min_age_s=3600):
@@ -389,12 +401,16 @@ def test_config_from_the_environment(tmp_path):
     assert [str(n) for n in config.allow] == ["192.0.2.0/24", "2001:db8::/32"]
     assert [str(n) for n in config.trusted_proxies] == ["10.0.0.1/32"]
     assert config.client_id == "key"
+    assert config.workers == 1
+    assert ReceiverConfig.resolve(tmp_path, {"WEARHOUSE_RECEIVER_WORKERS": "2"}).workers == 2
     assert ReceiverConfig.resolve(tmp_path, {}).max_body_bytes == 100 * 2**20
     for bad in (
         {"WEARHOUSE_MAX_BODY_MB": "-1"},
         {"WEARHOUSE_MAX_BODY_MB": "lots"},
         {"WEARHOUSE_RECEIVER_ALLOW": "10.0.0.0/33"},
         {"WEARHOUSE_RECEIVER_TRUSTED_PROXIES": "proxy.example"},
+        {"WEARHOUSE_RECEIVER_WORKERS": "1.5"},
+        {"WEARHOUSE_RECEIVER_BODY_TIMEOUT_S": "0"},
     ):
         with pytest.raises(ConfigError):
             ReceiverConfig.resolve(tmp_path, bad)
