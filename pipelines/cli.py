@@ -18,6 +18,7 @@ import duckdb
 
 from pipelines.fit.importer import ImportProblem, import_fit
 from pipelines.settings import Settings
+from pipelines.training.cli import add_garmin_parser, run_garmin
 
 EXAMPLE_QUERY = (
     "SELECT s.sport, s.start_time_local, i.interval_index, round(i.distance_m, 1) AS m, "
@@ -325,12 +326,15 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     _add_location_options(srv)
+    add_garmin_parser(commands, _add_location_options)
     sql = commands.add_parser("sql", help="run a read-only SQL query on the warehouse")
     sql.add_argument("query")
     _add_location_options(sql)
     args = parser.parse_args(argv)
 
     settings = _settings(args)
+    if args.command == "garmin":
+        return run_garmin(args, settings)
     if args.command == "serve":
         return run_serve(settings, args.host, args.port)
     if args.command == "sql":
