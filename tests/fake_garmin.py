@@ -352,7 +352,8 @@ class FakeGarmin:
     # --- OAuth 2.0 token endpoint ---------------------------------------------------------
 
     async def _token(self, request: Request) -> Response:
-        form = dict(await request.form())
+        # parsed by hand: Starlette's form parser needs python-multipart
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
         response = self._grant(form)
         self.calls.append(
             Call("POST", "/oauth/token", None, response.status_code, time.monotonic())

@@ -26,6 +26,7 @@ import httpx
 from pipelines.garmin.ping import parse_retry_after, redact_text
 from pipelines.lake.io import write_text_atomic
 from pipelines.training.config import TrainingConfig
+from pipelines.training.oauth import OAuthError
 from pipelines.training.tokens import NoToken, TokenProvider
 
 log = logging.getLogger(__name__)
@@ -171,8 +172,8 @@ class GarminClient:
         retries = self.config.retries
         try:
             token = self.tokens.access_token(user_id)
-        except NoToken as exc:
-            raise ApiError(str(exc)) from None
+        except (NoToken, OAuthError) as exc:  # never connected, or the refresh was refused
+            raise ApiError(f"{user_id}: {exc}") from None
         self.secrets.add(token)
         where = f"{method} {path}"
         attempt = waits = 0
@@ -221,7 +222,7 @@ class GarminClient:
                 refreshed = True
                 try:
                     token = self.tokens.access_token(user_id, force_refresh=True)
-                except (NoToken, RuntimeError, ValueError) as exc:
+                except (NoToken, OAuthError) as exc:
                     raise ApiError(
                         redact_text(f"{where}: 401, refresh failed: {exc}", self.secrets), 401
                     ) from None

@@ -108,14 +108,12 @@ def _token_request(
 ) -> UserTokens:
     hidden = {h for h in (*hidden, config.client_secret or "") if h}
     now = time.time()
+    if transport is None:
+        client = _client(config)
+    else:
+        client = httpx.Client(transport=transport, timeout=config.timeout_s, trust_env=False)
     try:
-        with (
-            _client(config)
-            if transport is None
-            else httpx.Client(
-                transport=transport, timeout=config.timeout_s, trust_env=False
-            ) as client
-        ):
+        with client:
             response = client.post(config.token_url, data=form)
     except httpx.HTTPError as exc:
         raise OAuthError(
