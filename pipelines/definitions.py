@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import backfill, bronze, checks, lifecycle, plans, raw, silver, warehouse
+from assets import backfill, bronze, checks, lifecycle, plans, raw, silver, training, warehouse
 from pipelines.jobs import reprocess_days_job, wearhouse_job
 from pipelines.resources import build_resources
 from pipelines.schedules import daily_reconcile_schedule
@@ -16,7 +16,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.resolve()
     return dg.Definitions(
         assets=dg.load_assets_from_modules(
-            [raw, bronze, lifecycle, plans, silver, warehouse, backfill]
+            [raw, bronze, lifecycle, plans, silver, warehouse, backfill, training]
         ),
         asset_checks=dg.load_asset_checks_from_modules([checks]),
         jobs=[wearhouse_job, reprocess_days_job],

@@ -14,14 +14,13 @@ from collections.abc import Callable
 from datetime import date, timedelta
 from typing import TextIO
 
-from pipelines.lake.layout import LakeLayout
 from pipelines.settings import Settings
 from pipelines.training import oauth
 from pipelines.training.backfill import BackfillError, run_backfill
-from pipelines.training.client import ApiError, GarminClient, QuotaLedger
+from pipelines.training.client import ApiError
 from pipelines.training.config import ConfigError, TrainingConfig
-from pipelines.training.sync import SyncOptions, run_sync
-from pipelines.training.tokens import TokenProvider, TokenStore, TokenStoreError
+from pipelines.training.service import DEFAULT_DAYS_AHEAD, Parts, push_plans
+from pipelines.training.tokens import TokenStoreError
 from pipelines.training.users import (
     UserIdError,
     checked_user_id,
@@ -31,8 +30,6 @@ from pipelines.training.users import (
     purge_users,
     refresh_permissions,
 )
-
-DEFAULT_DAYS_AHEAD = 28
 
 
 def _date(value: str) -> date:
@@ -78,35 +75,6 @@ def add_garmin_parser(
         add_location_options(parser)
 
 
-class _Parts:
-    """Everything a command needs, built once from the resolved settings."""
-
-    def __init__(self, settings: Settings, config: TrainingConfig) -> None:
-        self.settings, self.config = settings, config
-        self.layout = LakeLayout(settings.lake)
-        store_path = config.token_store
-        if config.secret_key and store_path is not None:
-            self.store: TokenStore | None = TokenStore(store_path, config.secret_key)
-        elif store_path is not None and store_path.exists():
-            raise TokenStoreError(f"WEARHOUSE_SECRET_KEY is needed to read {store_path}")
-        else:
-            self.store = None
-        self.tokens = TokenProvider(
-            self.store, config.tokens_json, oauth.refresher(config), config.refresh_margin_s
-        )
-
-    def require_store(self) -> TokenStore:
-        if self.store is None:
-            raise TokenStoreError("WEARHOUSE_SECRET_KEY must be set to keep connected users")
-        return self.store
-
-    def client(self) -> GarminClient:
-        quota = QuotaLedger(
-            self.layout.outbound_dir / "garmin_calls.json", self.config.quotas.calls_per_user_day
-        )
-        return GarminClient(self.config, self.tokens, quota)
-
-
 def run_garmin(
     args: argparse.Namespace,
     settings: Settings,
@@ -117,7 +85,7 @@ def run_garmin(
     name = f"wearhouse garmin {args.garmin_command}"
     try:
         config = config or TrainingConfig.resolve(settings.home)
-        parts = _Parts(settings, config)
+        parts = Parts(settings, config)
         command = {
             "push-plans": _push_plans,
             "connect": _connect,
@@ -134,28 +102,18 @@ def run_garmin(
         return 1
 
 
-def _push_plans(parts: _Parts, args: argparse.Namespace, out: TextIO, name: str) -> int:
+def _push_plans(parts: Parts, args: argparse.Namespace, out: TextIO, name: str) -> int:
     start = args.start or date.today()
     end = args.end or start + timedelta(days=DEFAULT_DAYS_AHEAD)
     if end < start:
         raise ConfigError(f"--to {end} is before --from {start}")
-    users = None
-    if args.user:
-        users = frozenset({checked_user_id(args.user)})
-    elif not args.dry_run:
-        # Without --user: the users we can act for; others' sessions are left alone.
-        users = frozenset(parts.tokens.known_users())
-    options = SyncOptions(start, end, users, dry_run=args.dry_run, verify=args.verify)
-    if args.dry_run:
-        report = run_sync(parts.layout, None, options)
-    else:
-        with parts.client() as client:
-            report = run_sync(parts.layout, client, options)
+    user = checked_user_id(args.user) if args.user else None
+    report = push_plans(parts, start, end, user, dry_run=args.dry_run, verify=args.verify)
     print(f"{name} {start}..{end}: " + "\n".join(report.lines()), file=out)
     return 0
 
 
-def _connect(parts: _Parts, args: argparse.Namespace, out: TextIO, name: str) -> int:
+def _connect(parts: Parts, args: argparse.Namespace, out: TextIO, name: str) -> int:
     user = checked_user_id(args.user)
     url, state = oauth.start(parts.config, parts.require_store(), user)
     print(f"Open this URL to connect user {user} to Garmin:\n  {url}", file=out)
@@ -167,7 +125,7 @@ def _connect(parts: _Parts, args: argparse.Namespace, out: TextIO, name: str) ->
     return 0
 
 
-def _callback(parts: _Parts, args: argparse.Namespace, out: TextIO, name: str) -> int:
+def _callback(parts: Parts, args: argparse.Namespace, out: TextIO, name: str) -> int:
     store = parts.require_store()
     user = oauth.complete(parts.config, store, args.state, args.code)
     print(f"{name}: user {user} connected", file=out)
@@ -193,7 +151,7 @@ def _callback(parts: _Parts, args: argparse.Namespace, out: TextIO, name: str) -
     return 0
 
 
-def _disconnect(parts: _Parts, args: argparse.Namespace, out: TextIO, name: str) -> int:
+def _disconnect(parts: Parts, args: argparse.Namespace, out: TextIO, name: str) -> int:
     user = checked_user_id(args.user)
     with parts.client() as client:
         delete_registration(client, user)
@@ -210,7 +168,7 @@ def _disconnect(parts: _Parts, args: argparse.Namespace, out: TextIO, name: str)
     return 0
 
 
-def _backfill(parts: _Parts, args: argparse.Namespace, out: TextIO, name: str) -> int:
+def _backfill(parts: Parts, args: argparse.Namespace, out: TextIO, name: str) -> int:
     user = checked_user_id(args.user)
     with parts.client() as client:
         report = run_backfill(parts.layout, client, user, args.summary_type, args.start, args.end)
