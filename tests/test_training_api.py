@@ -8,12 +8,13 @@ import io
 import json
 import logging
 import time
-from datetime import date
+from datetime import date, timedelta
 
 import polars as pl
 import pytest
+import yaml
 
-from pipelines.cli import main
+from pipelines.cli import main, run_pipeline
 from pipelines.lake.io import write_parquet_atomic
 from pipelines.plans.garmin_workouts import workout_sessions
 from pipelines.plans.model import unroll
@@ -24,6 +25,7 @@ from pipelines.training.config import ConfigError, TrainingConfig
 from pipelines.training.sync import DELETED, FAILED, REFUSED, SYNCED, read_state
 from pipelines.training.users import record_permissions
 from pipelines.training.workouts import reroll, workout_json
+from tests.conftest import land
 from tests.fake_garmin import fake_garmin, workout_problem  # noqa: F401  (fixture)
 from tests.training_harness import END, INTERVAL_PLAN, START, Harness, write_plans
 
@@ -477,3 +479,27 @@ def test_disconnect_deletes_registration_and_lands_a_deregistration(garmin, sett
     assert json.loads(notice.read_text()) == {"deregistrations": [{"userId": ANA}]}
     assert read_state(garmin.layout).height == 0  # the user's outbound rows are gone
     assert "next `wearhouse run` erases" in out.getvalue()
+
+
+# --- through the Dagster asset ----------------------------------------------------------------
+
+
+def test_asset_pushes_when_enabled_and_is_off_by_default(garmin, settings, monkeypatch):
+    garmin.connect(ANA)
+    plan = copy.deepcopy(INTERVAL_PLAN)
+    today = date.today()
+    for offset, session in zip((1, 3, 40), plan["sessions"], strict=True):
+        session["date"] = (today + timedelta(days=offset)).isoformat()  # the last is too far
+    land(settings, f"plans/{ANA}/spring.yaml", yaml.safe_dump(plan))
+    for name, value in garmin.environ().items():
+        monkeypatch.setenv(name, value)
+    assert run_pipeline(settings, out=io.StringIO())
+    assert garmin.fake.sent() == []  # off by default
+    monkeypatch.setenv("WEARHOUSE_GARMIN_PUSH_PLANS", "1")
+    assert run_pipeline(settings, out=io.StringIO())
+    assert len(garmin.fake.workouts) == 2  # the window: today to +28 days
+    state = read_state(garmin.layout)
+    assert state.get_column("status").to_list() == [SYNCED, SYNCED]
+    before = len(garmin.fake.calls)
+    assert run_pipeline(settings, out=io.StringIO())
+    assert len(garmin.fake.calls) == before
