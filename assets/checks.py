@@ -8,6 +8,8 @@ from dagster_duckdb import DuckDBResource
 from pipelines.lake.partitions import partition_files
 from pipelines.lake.stage import pending_files
 from pipelines.resources import WearhouseLake
+from pipelines.warehouse.tables import table as declaration
+from pipelines.warehouse.tables import tables
 
 # Laps of a session should add up to its distance; the device rounds and GPS drifts.
 LAP_SUM_TOLERANCE = 0.02
@@ -20,30 +22,44 @@ def _scalar(duckdb: DuckDBResource, sql: str, params: list | None = None):
         return con.execute(sql, params or []).fetchall()[0]
 
 
-@dg.asset_check(asset="sessions", description="session_id is unique.", blocking=True)
-def sessions_unique_ids(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    (duplicates,) = _scalar(
-        duckdb,
-        "SELECT count(*) FROM (SELECT session_id FROM sessions GROUP BY 1 HAVING count(*) > 1)",
-    )
-    return dg.AssetCheckResult(passed=duplicates == 0, metadata={"duplicates": duplicates})
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(
+            "keys_unique",
+            asset=t.name,
+            description=f"No two rows share the declared key ({', '.join(t.key)}).",
+            # Every consumer joins on session_id: a duplicate session stops the run.
+            blocking=t.name == "sessions",
+        )
+        for t in tables()
+        if t.key
+    ],
+    can_subset=True,
+)
+def declared_keys_unique(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource):
+    """One check per table with a key in sql/tables.yaml."""
+    for key in context.selected_asset_check_keys:
+        declared = declaration(key.asset_key.path[-1])
+        columns = ", ".join(f'"{c}"' for c in declared.key)  # identifiers from the declarations
+        (duplicates,) = _scalar(
+            duckdb,
+            f'SELECT count(*) FROM (SELECT 1 FROM "{declared.name}" GROUP BY {columns} '
+            "HAVING count(*) > 1)",
+        )
+        yield dg.AssetCheckResult(
+            asset_key=key.asset_key,
+            check_name=key.name,
+            passed=duplicates == 0,
+            metadata={"duplicate_keys": duplicates},
+        )
 
 
-@dg.asset_check(asset="intervals", description="Interval keys unique; no orphan intervals.")
-def intervals_keys_and_orphans(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    duplicates, orphans = _scalar(
-        duckdb,
-        """
-        SELECT
-          (SELECT count(*) FROM (SELECT 1 FROM intervals
-             GROUP BY session_id, kind, interval_index HAVING count(*) > 1)),
-          (SELECT count(*) FROM intervals i ANTI JOIN sessions s USING (session_id))
-        """,
+@dg.asset_check(asset="intervals", description="Every interval belongs to a session.")
+def intervals_without_session(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    (orphans,) = _scalar(
+        duckdb, "SELECT count(*) FROM intervals i ANTI JOIN sessions s USING (session_id)"
     )
-    return dg.AssetCheckResult(
-        passed=duplicates == 0 and orphans == 0,
-        metadata={"duplicate_keys": duplicates, "orphans": orphans},
-    )
+    return dg.AssetCheckResult(passed=orphans == 0, metadata={"orphans": orphans})
 
 
 # Sessions whose laps and session distance disagree (all columns for the metadata preview).

@@ -5,10 +5,11 @@ from dagster_duckdb import DuckDBResource
 
 from pipelines.resources import WearhouseLake
 from pipelines.warehouse.build import MODELS, refresh_warehouse
+from pipelines.warehouse.tables import tables
 
 WAREHOUSE_SPECS = [
     dg.AssetSpec(
-        model,
+        t.name,
         group_name="warehouse",
         deps=[
             "silver_activities",
@@ -16,10 +17,19 @@ WAREHOUSE_SPECS = [
             "silver_plan_matches",
             "silver_quarantine",
         ],
-        description=f"DuckDB table `{model}` (sql/{model}.sql), also gold Parquet.",
-        kinds={"duckdb", "parquet"},
+        description=f"{t.summary[0].upper()}{t.summary[1:]}. DuckDB table `{t.name}` "
+        f"(sql/{t.name}.sql), also a gold Delta table.",
+        kinds={"duckdb", "delta"},
+        metadata={
+            "dagster/column_schema": dg.TableSchema(
+                columns=[
+                    dg.TableColumn(column, description=meaning)
+                    for column, meaning in t.columns.items()
+                ]
+            )
+        },
     )
-    for model in MODELS
+    for t in tables()
 ]
 
 

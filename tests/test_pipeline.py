@@ -378,3 +378,35 @@ def test_pool_swim_length_rows_carry_the_records_heart_rate(settings, sub_sport)
     assert distance == pytest.approx(100.0)
     # held from the records at 35 s (140), 65 s (160), 95 s (140) to the lap end at 120 s
     assert avg_hr == pytest.approx((140 * 30 + 160 * 30 + 140 * 25) / 85)
+
+
+def test_every_table_and_column_is_declared_commented_and_documented(demo_home):
+    from pipelines.warehouse.docs import DOC, tables_markdown, with_tables
+    from pipelines.warehouse.tables import tables
+
+    declared = {t.name: list(t.columns) for t in tables()}
+    with duckdb.connect(str(demo_home.duckdb), read_only=True) as con:
+        built = {}
+        for table, column in con.execute(
+            "SELECT table_name, column_name FROM duckdb_columns() WHERE schema_name = 'main' "
+            "AND table_name IN (SELECT table_name FROM duckdb_tables() WHERE schema_name = "
+            "'main') ORDER BY table_name, column_index"
+        ).fetchall():
+            built.setdefault(table, []).append(column)
+        comments = dict(
+            ((t, c), comment)
+            for t, c, comment in con.execute(
+                "SELECT table_name, column_name, comment FROM duckdb_columns() "
+                "WHERE schema_name = 'main'"
+            ).fetchall()
+        )
+        section = tables_markdown(con)
+    # sql/tables.yaml lists every table and every column of its model, in order
+    assert built == declared
+    for t in tables():
+        for column, meaning in t.columns.items():
+            assert comments[(t.name, column)] == meaning
+    # docs/data-model.md is written from the same declarations
+    assert with_tables(DOC.read_text(), section) == DOC.read_text(), (
+        "docs/data-model.md is stale: run python -m pipelines.warehouse.docs"
+    )

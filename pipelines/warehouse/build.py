@@ -37,27 +37,21 @@ import duckdb
 
 from pipelines.lake.layout import LakeLayout
 from pipelines.lake.partitions import Changes, clear_changes, read_changes, sql_sources
-from pipelines.warehouse.gold import GOLD_DAY_COLUMN, export_gold, gold_days, vacuum_gold
-
-# Build order: a model may read tables built before it.
-MODELS = (
-    "sessions",
-    "intervals",
-    "samples",
-    "daily_summaries",
-    "sleep_sessions",
-    "epochs",
-    "wellness_timeseries",
-    "users",
-    "planned_sessions",
-    "planned_steps",
-    "plan_matches",
-    "plan_interval_matches",
-    "quarantine",
+from pipelines.warehouse.gold import export_gold, gold_days, vacuum_gold
+from pipelines.warehouse.sql import model_query, sql_dir
+from pipelines.warehouse.tables import (
+    STAGES,
+    comment_statements,
+    declarations_path,
+    table_names,
 )
+from pipelines.warehouse.tables import table as declaration
 
-# Analyst views and COMMENT ON statements, run after the models.
-EXTRAS = ("views", "comments")
+# Build order (a model may read tables built before it), as declared in sql/tables.yaml.
+MODELS = table_names()
+
+# Analyst views, run after the models (with the declared descriptions as COMMENTs).
+EXTRAS = ("views",)
 
 # Silver inputs: day-partitioned (by stage), or single files rewritten whole.
 PARTITIONED_INPUTS = {
@@ -72,56 +66,8 @@ PARTITIONED_INPUTS = {
     "plan_interval_matches": "plans",
 }
 FILE_INPUTS = ("quarantine", "users", "planned_sessions", "planned_steps")
-STAGES = ("activities", "wellness", "plans")
-
-
-@dataclass(frozen=True)
-class Refresh:
-    """How an incremental run replaces a model's rows: the stage whose change log drives it
-    and the rows to delete (a fixed predicate over the temporary key tables below)."""
-
-    stage: str
-    stale: str
-
-
-_SESSIONS = "session_id IN (SELECT key FROM _changed_session)"
-_WELLNESS_DAY = (
-    "coalesce(CAST(start_time_utc AS DATE), DATE '0001-01-01') IN (SELECT day FROM _changed_day)"
-)
-_PLANNED = "planned_session_id IN (SELECT key FROM _changed_planned)"
-INCREMENTAL = {
-    "sessions": Refresh("activities", _SESSIONS),
-    "intervals": Refresh("activities", _SESSIONS),
-    "samples": Refresh("activities", _SESSIONS),
-    "daily_summaries": Refresh("wellness", _WELLNESS_DAY),
-    "sleep_sessions": Refresh("wellness", _WELLNESS_DAY),
-    "epochs": Refresh("wellness", _WELLNESS_DAY),
-    "wellness_timeseries": Refresh(
-        "wellness",
-        "(user_id, summary_type, coalesce(summary_id, '')) "
-        "IN (SELECT user_id, summary_type, summary_id FROM _changed_summary)",
-    ),
-    "plan_matches": Refresh("plans", _PLANNED),
-    "plan_interval_matches": Refresh("plans", _PLANNED),
-}
-# Every other model (users, planned sessions and steps, quarantine) is small and replaced whole;
-# planned sessions and steps only when the plans stage says a plan changed.
-PLANNED = ("planned_sessions", "planned_steps")
 
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
-
-
-def sql_dir() -> Path:
-    """``sql/`` beside the packages in a checkout; ``pipelines/_sql`` in an installed wheel."""
-    here = Path(__file__).resolve().parents[1]
-    for candidate in (here.parent / "sql", here / "_sql"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("warehouse SQL folder not found (expected sql/ beside pipelines/)")
-
-
-def model_query(model: str) -> str:
-    return (sql_dir() / f"{model}.sql").read_text().strip().rstrip(";")
 
 
 def silver_parameters(
@@ -172,6 +118,8 @@ def _extras(con: duckdb.DuckDBPyConnection) -> None:
     # Views and descriptions take no parameters; they need every table above.
     for extra in EXTRAS:
         con.execute((sql_dir() / f"{extra}.sql").read_text())
+    for statement in comment_statements():
+        con.execute(statement)
     con.execute("CREATE SCHEMA IF NOT EXISTS wearhouse_meta")
     con.execute(
         "CREATE OR REPLACE TABLE wearhouse_meta.build AS "
@@ -181,9 +129,9 @@ def _extras(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def models_fingerprint() -> str:
-    """sha256 of every model's SQL: rows of tables built by other SQL must not be mixed with
-    rows inserted by this one, so a change means a full build."""
-    digest = hashlib.sha256()
+    """sha256 of every model's SQL and the declarations: rows of tables built by other SQL must
+    not be mixed with rows inserted by this one, so a change means a full build."""
+    digest = hashlib.sha256(declarations_path().read_bytes())
     for name in (*MODELS, *EXTRAS):
         digest.update(name.encode() + b"\0" + (sql_dir() / f"{name}.sql").read_bytes() + b"\0")
     return digest.hexdigest()
@@ -313,10 +261,11 @@ def _apply_changes(
         "CREATE OR REPLACE TEMP TABLE _changed_day AS SELECT CAST(unnest($days) AS DATE) AS day",
         {"days": [d.isoformat() for d in sorted(days["wellness"])]},
     )
-    models = [m for m in MODELS if m not in PLANNED or pending["plans"].get("planned_changed")]
+    planned_changed = pending["plans"].get("planned_changed")
+    models = [m for m in MODELS if planned_changed or not declaration(m).with_plans]
     for model in models:
         started = time.perf_counter()
-        refresh = INCREMENTAL.get(model)
+        refresh = declaration(model).refresh
         stale = refresh.stale if refresh else "true"
         # Gold days of the rows replaced, before and after: a session moved to another day
         # leaves its old day as well.
@@ -331,7 +280,7 @@ def _apply_changes(
     rewritten = 0
     for model in models:
         started = time.perf_counter()
-        if model in INCREMENTAL and model in GOLD_DAY_COLUMN:
+        if declaration(model).refresh and declaration(model).gold_day:
             rewritten += export_gold(con, layout, model, changed_days[model])
         else:
             export_gold(con, layout, model)
@@ -339,6 +288,6 @@ def _apply_changes(
     return WarehouseRefresh(False, rows, rewritten, {k: round(v, 3) for k, v in seconds.items()})
 
 
-def table_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    # Identifiers come from MODELS, never from input.
-    return con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0]
+def table_rows(con: duckdb.DuckDBPyConnection, name: str) -> int:
+    # Identifiers come from the declarations, never from input.
+    return con.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0]

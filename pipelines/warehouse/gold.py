@@ -26,20 +26,8 @@ from deltalake.transaction import AddAction, PostCommitHookProperties, create_ta
 
 from pipelines.lake.io import raise_if_disk_full
 from pipelines.lake.layout import LakeLayout
+from pipelines.warehouse.tables import table as declaration
 
-# Gold tables partitioned by the UTC day of this column; the others are one partition.
-GOLD_DAY_COLUMN = {
-    "sessions": "start_time_utc",
-    "intervals": "start_time_utc",
-    "samples": "time_utc",
-    "daily_summaries": "calendar_date",
-    "sleep_sessions": "calendar_date",
-    "epochs": "start_time_utc",
-    "wellness_timeseries": "time_utc",
-    "planned_sessions": "planned_date",
-    "plan_matches": "planned_date",
-    "plan_interval_matches": "start_time_utc",
-}
 UNKNOWN = "unknown"  # rows without a date (and undated tables): month=unknown/day=unknown
 PARTITIONS = ["month", "day"]
 # Gold is exported a few days at a time, at most this many rows (a day larger than that goes
@@ -53,16 +41,21 @@ CONFIGURATION = {"delta.dataSkippingNumIndexedCols": "0"}
 HOOKS = PostCommitHookProperties(create_checkpoint=False, cleanup_expired_logs=False)
 
 
+def _day_column(table: str) -> str | None:
+    """The column whose UTC day partitions the table's gold (sql/tables.yaml)."""
+    return declaration(table).gold_day
+
+
 def _day_expr(table: str) -> str:
-    if table not in GOLD_DAY_COLUMN:
+    if _day_column(table) is None:
         return f"'{UNKNOWN}'"
-    day = f"strftime(CAST(\"{GOLD_DAY_COLUMN[table]}\" AS DATE), '%Y-%m-%d')"
+    day = f"strftime(CAST(\"{_day_column(table)}\" AS DATE), '%Y-%m-%d')"
     return f"coalesce({day}, '{UNKNOWN}')"
 
 
 def gold_days(con: duckdb.DuckDBPyConnection, table: str, where: str) -> set[str]:
     """The gold days of the rows matching ``where`` (a fixed predicate, never input)."""
-    if table not in GOLD_DAY_COLUMN:
+    if _day_column(table) is None:
         return set()
     sql = f'SELECT DISTINCT {_day_expr(table)} FROM "{table}" WHERE {where}'
     return {row[0] for row in con.execute(sql).fetchall()}
@@ -89,8 +82,8 @@ def _frame(con: duckdb.DuckDBPyConnection, table: str, days: list[str]) -> pl.Da
     """Rows of ``days`` with their gold day. Days select by range on the raw column:
     formatting every row's date to compare would scan the whole table slowly."""
     where, params = "", {}
-    if table in GOLD_DAY_COLUMN:
-        column = f'"{GOLD_DAY_COLUMN[table]}"'
+    if _day_column(table) is not None:
+        column = f'"{_day_column(table)}"'
         ranges = []
         for n, day in enumerate(days):
             if day == UNKNOWN:
@@ -106,7 +99,7 @@ def _frame(con: duckdb.DuckDBPyConnection, table: str, days: list[str]) -> pl.Da
         where = "WHERE " + (" OR ".join(ranges) or "FALSE")
     sql = f'SELECT *, {_day_expr(table)} AS _gold_day FROM "{table}" {where}'
     frame = _signed(pl.from_arrow(con.sql(sql, params=params).to_arrow_table()))
-    sort_by = [c for c in ("user_id", GOLD_DAY_COLUMN.get(table)) if c in frame.columns]
+    sort_by = [c for c in ("user_id", _day_column(table)) if c in frame.columns]
     return frame.sort(sort_by, nulls_last=True) if sort_by else frame
 
 
