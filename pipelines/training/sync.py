@@ -20,9 +20,10 @@ for the next run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -108,7 +109,7 @@ def _write_state(layout: LakeLayout, rows: dict[str, dict[str, Any]]) -> None:
     )
 
 
-def state_path(layout: LakeLayout):
+def state_path(layout: LakeLayout) -> Path:
     return outbound_path(layout, TABLE)
 
 
@@ -355,7 +356,17 @@ def run_sync(
     return report
 
 
-def _delete_removed(rows, all_ids, options, permissions, sender, report, save, fail, out_of_quota):
+def _delete_removed(
+    rows: dict[str, dict[str, Any]],
+    all_ids: set[str],
+    options: SyncOptions,
+    permissions: dict[str, list[str]],
+    sender: _Sender | None,
+    report: SyncReport,
+    save: Callable[[dict[str, Any]], None],
+    fail: Callable[[dict[str, Any], str], None],
+    out_of_quota: dict[str, str],
+) -> None:
     """Workouts and schedules of sessions no longer planned (dated in the window)."""
     for sid, stored in sorted(rows.items()):
         user = stored["user_id"]
