@@ -10,6 +10,7 @@ import logging
 import time
 from datetime import date, timedelta
 
+import duckdb
 import polars as pl
 import pytest
 import yaml
@@ -503,3 +504,8 @@ def test_asset_pushes_when_enabled_and_is_off_by_default(garmin, settings, monke
     before = len(garmin.fake.calls)
     assert run_pipeline(settings, out=io.StringIO())
     assert len(garmin.fake.calls) == before
+    with duckdb.connect(str(settings.duckdb), read_only=True) as con:
+        rows = con.execute(
+            "SELECT user_id, status, workout_id IS NOT NULL FROM garmin_workouts"
+        ).fetchall()
+    assert rows == [(ANA, SYNCED, True)] * 2

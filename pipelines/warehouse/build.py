@@ -78,6 +78,8 @@ def silver_parameters(
     for name, stage in PARTITIONED_INPUTS.items():
         days = None if changed_days is None else changed_days.get(stage, set())
         params[name] = sql_sources(layout, name, days)
+    # What was sent to Garmin: outbound state, not silver (landing cannot rebuild it).
+    params["garmin_workouts"] = [str(layout.outbound_dir / "garmin_workouts.parquet")]
     return params
 
 
