@@ -37,21 +37,21 @@ def _scalar(duckdb: DuckDBResource, sql: str, params: list | None = None):
     can_subset=True,
 )
 def declared_keys_unique(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource):
-    """One check per table with a key in sql/tables.yaml."""
-    for key in context.selected_asset_check_keys:
-        declared = declaration(key.asset_key.path[-1])
-        columns = ", ".join(f'"{c}"' for c in declared.key)  # identifiers from the declarations
-        (duplicates,) = _scalar(
-            duckdb,
-            f'SELECT count(*) FROM (SELECT 1 FROM "{declared.name}" GROUP BY {columns} '
-            "HAVING count(*) > 1)",
-        )
-        yield dg.AssetCheckResult(
-            asset_key=key.asset_key,
-            check_name=key.name,
-            passed=duplicates == 0,
-            metadata={"duplicate_keys": duplicates},
-        )
+    """One check per table with a key in sql/tables.yaml (one connection for all)."""
+    with duckdb.get_connection() as con:
+        for key in context.selected_asset_check_keys:
+            declared = declaration(key.asset_key.path[-1])
+            columns = ", ".join(f'"{c}"' for c in declared.key)  # from the declarations
+            (duplicates,) = con.execute(
+                f'SELECT count(*) FROM (SELECT 1 FROM "{declared.name}" GROUP BY {columns} '
+                "HAVING count(*) > 1)"
+            ).fetchall()[0]
+            yield dg.AssetCheckResult(
+                asset_key=key.asset_key,
+                check_name=key.name,
+                passed=duplicates == 0,
+                metadata={"duplicate_keys": duplicates},
+            )
 
 
 @dg.asset_check(asset="intervals", description="Every interval belongs to a session.")
