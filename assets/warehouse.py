@@ -16,6 +16,7 @@ WAREHOUSE_SPECS = [
             "silver_wellness",
             "silver_plan_matches",
             "silver_quarantine",
+            "garmin_workouts_sync",
         ],
         description=f"{t.summary[0].upper()}{t.summary[1:]}. DuckDB table `{t.name}` "
         f"(sql/{t.name}.sql), also a gold Delta table.",
