@@ -565,7 +565,8 @@ def test_array_method_equals_the_previous_polars_method_on_randomized_sessions(s
     """Every column (values, nulls, flags, counts) as the previous implementation (a lazy
     Polars query: sorted stream, join_asof, per-interval group_by) computed it; in one block
     of samples or (odd seeds) in many small ones."""
-    from benchmarks.interval_speed import previous_implementation
+    from intervals_oracle.previous_query import previous_implementation
+
     from pipelines.intervals import alignment
 
     if seed % 2:
@@ -623,7 +624,8 @@ def test_interpolate_at_equals_the_previous_polars_lookup(seed, monkeypatch):
     """Instants between samples, on samples, outside them and in a session without samples:
     every column as the previous join_asof implementation gave it (rows in the instants'
     order now)."""
-    from benchmarks.interval_speed import previous_implementation
+    from intervals_oracle.previous_query import previous_implementation
+
     from pipelines.intervals import alignment
 
     if seed % 2:

@@ -12,8 +12,7 @@ Semantics (DESIGN.md, "The interval problem"):
   sample at or before the instant and the first valid one at or after it: timer and elevation
   linearly in time; distance along a speed ramp placed where the device speeds at the two
   samples balance the gap's distance, linearly when they cannot (``speed_ramp_fraction``;
-  interpolation error on thinned real FIT files median 0.006 % / p95 0.33 % of lap distance,
-  straight line 0.017 % / 0.90 %: benchmarks/RESULTS-intervals.md);
+  its error against a straight line on thinned real FIT files: benchmarks/RESULTS-intervals.md);
 - a session's first sample without distance reads 0 m when the first reading is within reach
   of the device's speeds (odometers start at zero; ``_zero_at_start``);
 - instantaneous columns (heart rate, speed, cadence, power) hold their value until the next
@@ -29,11 +28,13 @@ whole sample-to-sample segments as range reductions, the two segments cut by the
 computed per interval; blocks of whole sessions (``BLOCK_ROWS``) bound the working memory.
 Inputs larger than memory: ``streaming.interval_metrics_files`` runs this over session-grouped
 Parquet a batch of whole sessions at a time.
-Outputs equal the previous Polars query's (a frozen copy: ``benchmarks/interval_speed.py``,
-``previous_implementation``; tests/test_intervals.py compares them on randomized sessions).
-Full method: 1.4–2.5× the time of bare numpy searchsorted + linear interpolation (36 M and
-1–3 M samples), 15–35× faster than the Polars query; benchmarks/RESULTS-intervals.md. A NaN in a
-sample column counts as missing (the Polars query told NaN from null; decoders give nulls).
+Outputs equal the previous Polars query's (a frozen copy, test code:
+``tests/intervals_oracle/previous_query.py``; tests/test_intervals.py compares them on
+randomized sessions). Why numpy and not Polars expressions (issue #16): per-sample prefix
+sums, grouped fills and ``join_asof`` brackets measured several times slower than these
+kernels while covering only part of the columns; speeds in benchmarks/RESULTS-intervals.md.
+A NaN in a sample column counts as missing (the Polars query told NaN from null; decoders
+give nulls).
 """
 
 from __future__ import annotations
@@ -414,7 +415,7 @@ def interpolated_values_np(x: np.ndarray, frame: dict[str, np.ndarray]) -> dict[
     ``{c}__lo``, ``{c}__hi_t``, ``{c}__hi``; ``distance_m__lo_v`` and ``distance_m__hi_v`` the
     device speeds there; NaN = null): timer and elevation linear in time, distance along the
     speed ramp; the edge value where one side is missing. The operations of the previous
-    Polars expressions (benchmarks/interval_speed.py, ``previous_implementation``)."""
+    Polars expressions (tests/intervals_oracle/previous_query.py)."""
     values = {}
     with np.errstate(divide="ignore", invalid="ignore"):
         for c in CUMULATIVE:

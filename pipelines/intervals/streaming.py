@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 
 from pipelines.intervals.alignment import SAMPLE_COLUMNS, clean_samples, interval_metrics
 
-# Samples per batch of whole sessions. Peak RSS ~ 250 MB + ~350 bytes per batch row (copies
-# while cleaning and measuring): 2^19 rows peak ~420 MB at the speed of 2^21 rows (~760 MB).
+# Samples per batch of whole sessions: peak memory grows with the batch (copies while cleaning
+# and measuring), speed stops growing well before; measured in benchmarks/RESULTS-intervals.md.
 BATCH_ROWS = 1 << 19
 
 
