@@ -28,9 +28,10 @@ the boundary instants, then end − start) for every lap:
 * ``lead_metrics``: the module's ``interval_metrics`` alone on the (already clean) input;
 * ``polars_core``: issue #16's candidate, ``interval_metrics`` as lazy Polars expressions
   (``polars_candidate``: ``join_asof`` brackets by session, exclusive prefix sums gathered at
-  the bracket rows, grouped forward/backward fills for the valid neighbours, the speed ramp
-  as an expression) for a *subset* of the columns (distance, timer, elapsed, time-weighted
-  heart rate, cadence and power, sample count; no maxima, elevation, gaps, pauses, targets,
+  the bracket rows, grouped forward/backward fills for the valid neighbours, the module's
+  speed ramp expression) for a *subset* of the columns (distance, timer, elapsed, time-weighted
+  heart rate, cadence and power, sample count, boundary flags; no maxima, elevation, gaps,
+  pauses, targets,
   lap-total lag, no cleaning): a lower bound on what the full method would cost. Compare it
   with ``lead_metrics``. (The earlier ``lead_previous``, the Polars query before the numpy
   rewrite, is test code now: tests/intervals_oracle/previous_query.py.)
@@ -402,6 +403,8 @@ def polars_candidate():
     live inside this function so the benchmark driver never imports Polars."""
     import polars as pl
 
+    from pipelines.intervals.alignment import speed_ramp_fraction as ramp
+
     cumulative = ("distance_m", "timer_s", "elevation_m")
     held = ("hr_bpm", "speed_mps", "cadence", "power_w")
     averaged = (("hr_bpm", "avg_hr"), ("cadence", "avg_cadence"), ("power_w", "avg_power_w"))
@@ -416,21 +419,6 @@ def polars_candidate():
 
         owner = f(pl.when(e.is_not_null()).then(pl.col(key)))
         return pl.when(owner == pl.col(key)).then(f(e))
-
-    def ramp(f, v0, v1, secant, share=0.5):  # the product's speed_ramp_fraction
-        tau = (secant - v1) / (v0 - v1)
-        explains = (v0 != v1) & (secant > 0) & tau.is_between(0.0, 1.0)
-        width = share * 2 * pl.min_horizontal(tau, 1 - tau)
-        start = tau - width / 2
-        into = pl.min_horizontal((f - start).clip(lower_bound=0.0), width)
-        bend = pl.when(width > 0).then((v1 - v0) * into * into / (2 * width)).otherwise(0.0)
-        covered = (
-            v0 * pl.min_horizontal(f, start)
-            + v0 * into
-            + bend
-            + v1 * (f - start - width).clip(lower_bound=0.0)
-        )
-        return pl.when(explains).then(covered / secant).otherwise(f)
 
     def prepared(samples):
         """Per sample: session key, row, exclusive prefix sums of the segment to the next
@@ -639,11 +627,13 @@ def worker(method: str, data: Path, repeat: int) -> None:
         t0 = time.perf_counter()
         dist, timer = fn(samples, laps)
         times.append(time.perf_counter() - t0)
-    np.save(data / f"out_{method}.npy", np.vstack([dist, timer]))
+    label = f"{method}@{pl.thread_pool_size()}"
+    np.save(data / f"out_{label}.npy", np.vstack([dist, timer]))
     print(
         json.dumps(
             {
                 "method": method,
+                "polars_threads": pl.thread_pool_size(),
                 "load_s": load_s,
                 "compute_s": min(times),
                 "compute_s_all": times,
@@ -665,10 +655,13 @@ def generate_worker(args: argparse.Namespace) -> None:
     print(json.dumps(size))
 
 
-def _child(args: list[str]) -> tuple[str, object]:
+def _child(args: list[str], threads: int | None = None) -> tuple[str, object]:
     cmd = [sys.executable, "-m", "benchmarks.interval_speed", *args]
     root = Path(__file__).resolve().parent.parent
-    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = dict(os.environ)
+    if threads:
+        env["POLARS_MAX_THREADS"] = str(threads)  # read once, when Polars is imported
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stdout = proc.stdout.read()
     stderr = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage (RUSAGE_CHILDREN is a max)
@@ -678,12 +671,14 @@ def _child(args: list[str]) -> tuple[str, object]:
     return stdout.decode().strip().splitlines()[-1], usage
 
 
-def run_method(method: str, data: Path, repeat: int) -> dict:
+def run_method(method: str, data: Path, repeat: int, threads: int | None = None) -> dict:
     """One subprocess per method. Its peak RSS is its rusage maxrss from wait4; the child
     resets the mark after loading, so this is the peak while computing (input included).
     (On exec a child's maxrss starts from the driver's RSS: the driver stays small.)"""
     started = time.perf_counter()
-    line, usage = _child(["--worker", method, "--data", str(data), "--repeat", str(repeat)])
+    line, usage = _child(
+        ["--worker", method, "--data", str(data), "--repeat", str(repeat)], threads
+    )
     report = json.loads(line)
     report["peak_rss_mb"] = usage.ru_maxrss / 1024  # Linux: KiB
     report["process_wall_s"] = time.perf_counter() - started
@@ -698,6 +693,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--repeat", type=int, default=2, help="timed runs per method (best)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--threads", default="", help="Polars thread counts, e.g. 1,2 (default: every core)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -711,6 +709,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    thread_counts = [int(x) for x in args.threads.split(",") if x.strip()] or [None]
     unknown = set(methods) - set(METHODS)
     if unknown:
         parser.error(f"unknown methods: {sorted(unknown)}")
@@ -740,36 +739,41 @@ def main(argv: list[str] | None = None) -> int:
         )
         reports = {}
         for method in methods:
-            reports[method] = run_method(method, data, args.repeat)
-            r = reports[method]
-            print(
-                f"  {method:<20} {r['compute_s']:8.2f} s  peak {r['peak_rss_mb']:7.0f} MB",
-                flush=True,
-            )
-        ref_name = REFERENCE if REFERENCE in reports else methods[0]
+            for threads in thread_counts:
+                r = run_method(method, data, args.repeat, threads)
+                label = f"{method}@{r['polars_threads']}"
+                reports[label] = r
+                print(
+                    f"  {label:<20} {r['compute_s']:8.2f} s  peak {r['peak_rss_mb']:7.0f} MB",
+                    flush=True,
+                )
+        labels = list(reports)
+        ref_name = next((k for k in labels if k.startswith(REFERENCE + "@")), labels[0])
         ref = np.load(data / f"out_{ref_name}.npy")
         for method, r in reports.items():
             out = np.load(data / f"out_{method}.npy")
             r["max_abs_diff_distance_m_vs_" + ref_name] = float(np.nanmax(np.abs(out[0] - ref[0])))
             r["max_abs_diff_timer_s_vs_" + ref_name] = float(np.nanmax(np.abs(out[1] - ref[1])))
 
-    base = reports.get(BASELINE)
+    base = next((r for k, r in reports.items() if k.startswith(BASELINE + "@")), None)
     lines = [
         "",
-        f"{'method':<20}{'time s':>8}{'samples/s':>12}{'× faster':>10}{'peak MB':>9}"
-        f"{'× mem':>7}{'Δ MB':>7}{'load pk MB':>11}{'Δ dist m':>10}",
+        f"{'method@threads':<22}{'time s':>8}{'samples/s':>12}{'× faster':>10}{'peak MB':>9}"
+        f"{'× mem':>7}{'Δ MB':>7}{'× load':>7}{'load pk MB':>11}{'Δ dist m':>10}",
     ]
     lines.append("-" * len(lines[-1]))
     for method, r in reports.items():
         r["samples_per_s"] = size["samples"] / r["compute_s"]
         r["method_extra_rss_mb"] = r["peak_rss_mb"] - r["rss_after_load_mb"]
+        r["peak_vs_loaded"] = r["peak_rss_mb"] / r["rss_after_load_mb"]
         r["speedup_vs_" + BASELINE] = base["compute_s"] / r["compute_s"] if base else None
         r["memory_vs_" + BASELINE] = r["peak_rss_mb"] / base["peak_rss_mb"] if base else None
         speedup = f"{r['speedup_vs_' + BASELINE]:.1f}" if base else "—"
         memory = f"{r['memory_vs_' + BASELINE]:.2f}" if base else "—"
         lines.append(
-            f"{method:<20}{r['compute_s']:>8.2f}{r['samples_per_s']:>12,.0f}{speedup:>10}"
+            f"{method:<22}{r['compute_s']:>8.2f}{r['samples_per_s']:>12,.0f}{speedup:>10}"
             f"{r['peak_rss_mb']:>9.0f}{memory:>7}{r['method_extra_rss_mb']:>7.0f}"
+            f"{r['peak_vs_loaded']:>7.2f}"
             f"{r['peak_rss_load_mb']:>11.0f}{r['max_abs_diff_distance_m_vs_' + ref_name]:>10.1e}"
         )
     reset = all(r["peak_reset_after_load"] for r in reports.values())
@@ -781,7 +785,7 @@ def main(argv: list[str] | None = None) -> int:
             if reset
             else "over the whole child, load included (peak reset unavailable)"
         )
-        + "; Δ MB: peak − RSS after load;",
+        + "; Δ MB: peak − RSS after load; × load: peak / RSS after load;",
         f"load pk MB: peak RSS while reading the Parquet input; Δ dist: max |lap distance − "
         f"{ref_name}|. Ratios vs {BASELINE}.",
     ]
@@ -798,6 +802,7 @@ def main(argv: list[str] | None = None) -> int:
             "samples_per_activity": args.samples,
             "repeat": args.repeat,
             "seed": args.seed,
+            "polars_threads": thread_counts,
             "python": sys.version.split()[0],
             "machine": platform.machine(),
             "cpus": os.cpu_count(),
