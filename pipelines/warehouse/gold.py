@@ -118,29 +118,31 @@ def _empty(con: duckdb.DuckDBPyConnection, table: str) -> pl.DataFrame:
 
 def _write_files(frame: pl.DataFrame, root: Path) -> list[AddAction]:
     """One Parquet file per day under ``root``, not yet part of the table."""
-    actions = []
-    for (day,), part in frame.partition_by("_gold_day", as_dict=True).items():
-        month = day[:7] if day != UNKNOWN else UNKNOWN
-        relative = f"month={month}/day={day}/part-{uuid.uuid4().hex}.parquet"
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            part.drop("_gold_day").write_parquet(path)
-        except pl.exceptions.PolarsError as exc:
-            raise_if_disk_full(path, exc)
-            raise
-        stat = path.stat()
-        actions.append(
-            AddAction(
-                path=relative,
-                size=stat.st_size,
-                partition_values={"month": month, "day": day},
-                modification_time=int(stat.st_mtime * 1000),
-                data_change=True,
-                stats=json.dumps({"numRecords": part.height}),
-            )
-        )
-    return actions
+    return [
+        _write_file(part.drop("_gold_day"), day, root)
+        for (day,), part in frame.partition_by("_gold_day", as_dict=True).items()
+    ]
+
+
+def _write_file(part: pl.DataFrame, day: str, root: Path) -> AddAction:
+    month = day[:7] if day != UNKNOWN else UNKNOWN
+    relative = f"month={month}/day={day}/part-{uuid.uuid4().hex}.parquet"
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        part.write_parquet(path)
+    except pl.exceptions.PolarsError as exc:
+        raise_if_disk_full(path, exc)
+        raise
+    stat = path.stat()
+    return AddAction(
+        path=relative,
+        size=stat.st_size,
+        partition_values={"month": month, "day": day},
+        modification_time=int(stat.st_mtime * 1000),
+        data_change=True,
+        stats=json.dumps({"numRecords": part.height}),
+    )
 
 
 def _schema(empty: pl.DataFrame) -> Schema:
@@ -170,6 +172,9 @@ def export_gold(
     actions: list[AddAction] = []
     for chunk in _day_chunks(con, table, days):
         actions += _write_files(_frame(con, table, chunk), root)
+    if not actions and days is None:
+        # An empty table keeps one file with its columns, for readers that glob for data.
+        actions = [_write_file(_empty(con, table), UNKNOWN, root)]
     schema = _schema(_empty(con, table))
     if existing is None or days is None:
         # A full export replaces everything, schema included (a model may have changed).
