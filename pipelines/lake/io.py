@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import polars as pl
@@ -19,14 +20,11 @@ def write_parquet_atomic(frame: pl.DataFrame | pl.LazyFrame, path: Path) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        try:
+        with full_disk_named(tmp):
             if isinstance(frame, pl.LazyFrame):
                 frame.sink_parquet(tmp)
             else:
                 frame.write_parquet(tmp)
-        except pl.exceptions.PolarsError as exc:
-            raise_if_disk_full(tmp, exc)
-            raise
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -37,16 +35,25 @@ def write_parquet_atomic(frame: pl.DataFrame | pl.LazyFrame, path: Path) -> Path
 FULL_DISK_BYTES = 1 << 20
 
 
-def raise_if_disk_full(path: Path, error: Exception) -> None:
-    """Raise ENOSPC for a write to ``path`` that failed on a full disk. Polars' Parquet writer
+@contextlib.contextmanager
+def full_disk_named(path: Path) -> Iterator[None]:
+    """A Polars write to ``path`` that fails on a full disk raises ENOSPC: the Parquet writer
     can report it as a format error ("Invalid thrift: transport error") when the footer is
     what fails, and an operator must read what happened."""
     try:
-        stat = os.statvfs(path.parent)
+        yield
+    except pl.exceptions.PolarsError as exc:
+        if _free_bytes(path.parent) < FULL_DISK_BYTES:
+            raise OSError(errno.ENOSPC, f"No space left on device writing {path.name}") from exc
+        raise
+
+
+def _free_bytes(folder: Path) -> float:
+    try:
+        stat = os.statvfs(folder)
     except OSError:
-        return
-    if stat.f_bavail * stat.f_frsize < FULL_DISK_BYTES:
-        raise OSError(errno.ENOSPC, f"No space left on device writing {path.name}") from error
+        return float("inf")
+    return stat.f_bavail * stat.f_frsize
 
 
 def write_text_atomic(text: str, path: Path) -> Path:

@@ -28,8 +28,8 @@ from pathlib import Path
 import polars as pl
 
 from pipelines.lake.io import (
+    full_disk_named,
     parquet_parts,
-    raise_if_disk_full,
     write_parquet_atomic,
     write_text_atomic,
 )
@@ -141,11 +141,8 @@ def replace_partition(layout: LakeLayout, table: str, day: date, frame: pl.LazyF
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        try:
+        with full_disk_named(tmp):
             frame.sink_parquet(tmp)
-        except pl.exceptions.PolarsError as exc:
-            raise_if_disk_full(tmp, exc)
-            raise
         # The footer holds the row count: nothing is read back.
         rows = pl.scan_parquet(tmp).select(pl.len()).collect().item()
         if rows:

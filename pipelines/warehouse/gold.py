@@ -24,7 +24,7 @@ from deltalake import DeltaTable, Schema
 from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction, PostCommitHookProperties, create_table_with_add_actions
 
-from pipelines.lake.io import raise_if_disk_full
+from pipelines.lake.io import full_disk_named
 from pipelines.lake.layout import LakeLayout
 from pipelines.warehouse.tables import table as declaration
 
@@ -129,11 +129,8 @@ def _write_file(part: pl.DataFrame, day: str, root: Path) -> AddAction:
     relative = f"month={month}/day={day}/part-{uuid.uuid4().hex}.parquet"
     path = root / relative
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with full_disk_named(path):
         part.write_parquet(path)
-    except pl.exceptions.PolarsError as exc:
-        raise_if_disk_full(path, exc)
-        raise
     stat = path.stat()
     return AddAction(
         path=relative,
